@@ -1,0 +1,67 @@
+//! Command-line front door: `gremesh plan`, `gremesh apply`, `gremesh crd`.
+
+pub mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Layer-2 meshes of GRE/VXLAN tunnels between plain Docker hosts, converged over SSH.
+#[derive(Debug, Parser)]
+#[command(name = "gremesh", version, about)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `gremesh=debug`.
+    #[arg(long, global = true, env = "GREMESH_LOG", default_value = "warn")]
+    pub log: String,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show, per host, the steps that would converge it; change nothing.
+    Plan(PassArgs),
+    /// Converge every host of the manifests once.
+    Apply(PassArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
+/// Arguments shared by `plan` and `apply`.
+#[derive(Debug, Args)]
+pub struct PassArgs {
+    /// Manifest files or folders (multi-document YAML: DockerHost, GreMesh,
+    /// ContainerAttachment, Secret).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Private key file to use for every host instead of the referenced Secrets.
+    #[arg(short = 'i', long)]
+    pub identity: Option<PathBuf>,
+    /// Also remove attachments of the given meshes that the manifests no longer list.
+    #[arg(long)]
+    pub prune: bool,
+    /// Output format of the summary.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// SSH connect timeout.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Time limit for one remote script (probe or apply).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub command_timeout: Duration,
+}
+
+/// Summary formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people.
+    Text,
+    /// The full report as JSON.
+    Json,
+}

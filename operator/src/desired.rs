@@ -1,0 +1,335 @@
+//! Desired state: what every host of every mesh should look like, computed from a validated
+//! inventory and a few facts observed on the hosts (underlay MTU, capabilities, the subnet a
+//! host's bridge already carries). Pure: no I/O.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::addressing::{self, IfName, Mac, Marker, Role};
+use crate::api::{Encapsulation, GreMesh, LoopPrevention};
+use crate::manifest::Inventory;
+use crate::observe::HostState;
+use crate::validate::check_address_in_subnet_error;
+
+/// MTU assumed for a host whose underlay MTU is not known (not reachable this pass).
+pub const FALLBACK_UNDERLAY_MTU: u32 = 1500;
+
+/// Why a mesh or a host cannot get a desired state.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DesiredError {
+    /// Host subnets could not be assigned.
+    #[error("mesh {mesh}: {source}")]
+    Subnets {
+        /// Mesh name.
+        mesh: String,
+        /// Why.
+        source: addressing::SubnetError,
+    },
+    /// The host's kernel cannot build the mesh's encapsulation.
+    #[error("host {host}: mesh {mesh} needs {encapsulation}, but {reason}; nothing was changed on this host")]
+    Unsupported {
+        /// Host name.
+        host: String,
+        /// Mesh name.
+        mesh: String,
+        /// The missing encapsulation.
+        encapsulation: &'static str,
+        /// What the probe found.
+        reason: String,
+    },
+}
+
+/// The computed, host-independent layout of one mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshLayout {
+    /// Mesh name.
+    pub mesh: String,
+    /// The MTU of bridge, tunnels and container interfaces.
+    pub mtu: u32,
+    /// Subnet of every member host.
+    pub subnets: BTreeMap<String, Ipv4Net>,
+}
+
+/// What one host should look like for one mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshOnHost {
+    /// Mesh name.
+    pub mesh: String,
+    /// MTU of everything in the mesh.
+    pub mtu: u32,
+    /// The mesh bridge.
+    pub bridge: BridgeSpec,
+    /// gretap tunnels, one per peer (empty for VXLAN meshes).
+    pub tunnels: Vec<TunnelSpec>,
+    /// The VXLAN device (VXLAN meshes only).
+    pub vxlan: Option<VxlanSpec>,
+    /// Whether tunnel ports are isolated (split horizon).
+    pub isolated: bool,
+    /// Container attachments on this host.
+    pub attachments: Vec<AttachmentSpec>,
+}
+
+/// The mesh bridge on one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeSpec {
+    /// Interface name.
+    pub name: IfName,
+    /// Pinned MAC.
+    pub mac: Mac,
+    /// Gateway address with the mesh network's prefix length.
+    pub address: Ipv4Net,
+    /// The host's subnet.
+    pub subnet: Ipv4Net,
+    /// Spanning tree on.
+    pub stp: bool,
+}
+
+/// A gretap tunnel to one peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelSpec {
+    /// Interface name.
+    pub name: IfName,
+    /// Peer host name.
+    pub peer: String,
+    /// Local underlay address.
+    pub local: Ipv4Addr,
+    /// Peer underlay address.
+    pub remote: Ipv4Addr,
+    /// GRE key.
+    pub key: u32,
+}
+
+/// The VXLAN device of a mesh on one host: a flood entry per peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    /// Interface name.
+    pub name: IfName,
+    /// VNI.
+    pub vni: u32,
+    /// Local underlay address.
+    pub local: Ipv4Addr,
+    /// UDP destination port.
+    pub port: u16,
+    /// Peer host name → underlay address.
+    pub peers: BTreeMap<String, Ipv4Addr>,
+}
+
+/// One container attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentSpec {
+    /// Attachment name.
+    pub name: String,
+    /// Container name or ID as the spec gives it (resolved against Docker on every pass).
+    pub container: String,
+    /// Interface name inside the container.
+    pub interface: IfName,
+    /// Host-side veth name.
+    pub veth: IfName,
+    /// Temporary name of the container side before it is moved and renamed.
+    pub peer: IfName,
+    /// Address with the mesh network's prefix length.
+    pub address: Ipv4Net,
+    /// MAC.
+    pub mac: Mac,
+    /// Extra routes: destination and optional next hop.
+    pub routes: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+    /// Why it cannot be attached even though the spec is valid (e.g. its address is outside
+    /// a subnet assigned this pass).
+    pub problem: Option<String>,
+}
+
+impl MeshOnHost {
+    /// The ownership marker of a role in this mesh.
+    pub fn marker(&self, role: Role) -> Marker {
+        Marker::new(&self.mesh, role)
+    }
+}
+
+/// Computes a mesh's MTU and host subnets.
+///
+/// `states` holds what was observed on reachable hosts; unreachable ones count with
+/// [`FALLBACK_UNDERLAY_MTU`] unless `known_mtu` (e.g. from status) says otherwise.
+pub fn layout(
+    inv: &Inventory,
+    name: &str,
+    mesh: &GreMesh,
+    states: &BTreeMap<String, HostState>,
+) -> Result<MeshLayout, DesiredError> {
+    let spec = &mesh.spec;
+    let overhead = spec.encapsulation_or_default().overhead();
+    let mtu = spec.mtu.unwrap_or_else(|| {
+        spec.hosts
+            .iter()
+            .map(|m| {
+                let underlay = inv.hosts.get(&m.name).map(|h| h.spec.underlay_address);
+                states
+                    .get(&m.name)
+                    .zip(underlay)
+                    .and_then(|(s, addr)| s.underlay_mtu(addr))
+                    .unwrap_or(FALLBACK_UNDERLAY_MTU)
+            })
+            .min()
+            .unwrap_or(FALLBACK_UNDERLAY_MTU)
+            .saturating_sub(overhead)
+    });
+    let prefix = spec.host_prefix_or_default();
+    let previous: BTreeMap<String, Ipv4Net> = states
+        .iter()
+        .filter_map(|(host, state)| Some((host.clone(), previous_subnet(state, name, prefix)?)))
+        .collect();
+    let members: Vec<(String, Option<Ipv4Net>)> = spec
+        .hosts
+        .iter()
+        .map(|m| (m.name.clone(), m.subnet))
+        .collect();
+    let subnets = addressing::assign_subnets(spec.network, prefix, &members, &previous).map_err(
+        |source| DesiredError::Subnets {
+            mesh: name.to_owned(),
+            source,
+        },
+    )?;
+    Ok(MeshLayout {
+        mesh: name.to_owned(),
+        mtu,
+        subnets,
+    })
+}
+
+/// The subnet a host's bridge for `mesh` already serves, read from its gateway address.
+fn previous_subnet(state: &HostState, mesh: &str, prefix: u8) -> Option<Ipv4Net> {
+    let bridge = state.links.iter().find(|l| {
+        l.marker()
+            .is_some_and(|m| m.mesh == mesh && m.role == Role::Bridge)
+    })?;
+    let gateway = bridge.addrs.first()?.addr();
+    let network = u32::from(gateway).checked_sub(1)?;
+    Ipv4Net::new(Ipv4Addr::from(network), prefix)
+        .ok()
+        .map(|n| n.trunc())
+}
+
+/// What `host` should look like for mesh `name`, or `None` when it is not a member.
+pub fn mesh_on_host(
+    inv: &Inventory,
+    name: &str,
+    mesh: &GreMesh,
+    layout: &MeshLayout,
+    host: &str,
+    state: &HostState,
+) -> Result<Option<MeshOnHost>, DesiredError> {
+    let spec = &mesh.spec;
+    let Some(subnet) = layout.subnets.get(host).copied() else {
+        return Ok(None);
+    };
+    let underlay = |h: &str| inv.hosts.get(h).map(|h| h.spec.underlay_address);
+    let Some(local) = underlay(host) else {
+        return Ok(None);
+    };
+    let encapsulation = spec.encapsulation_or_default();
+    check_capability(host, name, encapsulation, state)?;
+
+    let net_prefix = spec.network.prefix_len();
+    let peers: BTreeMap<String, Ipv4Addr> = spec
+        .hosts
+        .iter()
+        .filter(|m| m.name != host)
+        .filter_map(|m| Some((m.name.clone(), underlay(&m.name)?)))
+        .collect();
+    let bridge_name = match &spec.bridge {
+        Some(b) => IfName::new(b).expect("validated"),
+        None => addressing::bridge_name(name),
+    };
+    let bridge = BridgeSpec {
+        name: bridge_name,
+        mac: addressing::bridge_mac(name, host),
+        address: Ipv4Net::new(addressing::gateway(subnet), net_prefix).expect("valid prefix"),
+        subnet,
+        stp: spec.loop_prevention_or_default() == LoopPrevention::Stp,
+    };
+    let (tunnels, vxlan) = match encapsulation {
+        Encapsulation::Gretap => (
+            peers
+                .iter()
+                .map(|(peer, remote)| TunnelSpec {
+                    name: addressing::tunnel_name(name, peer),
+                    peer: peer.clone(),
+                    local,
+                    remote: *remote,
+                    key: spec.key,
+                })
+                .collect(),
+            None,
+        ),
+        Encapsulation::Vxlan => (
+            Vec::new(),
+            Some(VxlanSpec {
+                name: addressing::vxlan_name(name),
+                vni: spec.key,
+                local,
+                port: spec.vxlan_port_or_default(),
+                peers,
+            }),
+        ),
+    };
+    let attachments = inv
+        .attachments
+        .iter()
+        .filter(|(_, a)| a.spec.mesh == name && a.spec.host == host)
+        .map(|(att_name, a)| AttachmentSpec {
+            name: att_name.clone(),
+            container: a.spec.container.clone(),
+            interface: IfName::new(a.spec.interface_or_default()).expect("validated"),
+            veth: addressing::veth_name(name, att_name),
+            peer: addressing::peer_name(name, att_name),
+            address: Ipv4Net::new(a.spec.address, net_prefix).expect("valid prefix"),
+            mac: match &a.spec.mac {
+                Some(m) => m.parse().expect("validated"),
+                None => addressing::attachment_mac(name, att_name),
+            },
+            routes: a.spec.routes.iter().map(|r| (r.to, r.via)).collect(),
+            problem: check_address_in_subnet_error(a.spec.address, subnet),
+        })
+        .collect();
+    Ok(Some(MeshOnHost {
+        mesh: name.to_owned(),
+        mtu: layout.mtu,
+        bridge,
+        tunnels,
+        vxlan,
+        isolated: spec.loop_prevention_or_default() == LoopPrevention::Isolated,
+        attachments,
+    }))
+}
+
+fn check_capability(
+    host: &str,
+    mesh: &str,
+    encapsulation: Encapsulation,
+    state: &HostState,
+) -> Result<(), DesiredError> {
+    let (ok, reason) = match encapsulation {
+        Encapsulation::Gretap => (
+            state.capabilities.gretap,
+            "the host's kernel has no GRE support (ip_gre is neither loaded, built in, nor \
+             available as a module); use a kernel with ip_gre or set `encapsulation: vxlan`",
+        ),
+        Encapsulation::Vxlan => (
+            state.capabilities.vxlan,
+            "the host's kernel has no VXLAN support (vxlan is neither loaded, built in, nor \
+             available as a module)",
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(DesiredError::Unsupported {
+            host: host.to_owned(),
+            mesh: mesh.to_owned(),
+            encapsulation: encapsulation.as_str(),
+            reason: reason.to_owned(),
+        })
+    }
+}

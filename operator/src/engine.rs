@@ -1,0 +1,621 @@
+//! The engine: one pass over every host of an inventory — observe, plan, apply — with hosts
+//! handled concurrently, each over its own SSH connection.
+//!
+//! Both front doors (`gremesh apply`/`plan` and the operator) call [`run_pass`]; neither has
+//! logic the other lacks.
+//!
+//! Caveat: with an automatic MTU, the mesh MTU depends on every member's underlay MTU, so
+//! planning waits until every host was probed or its connection timed out (bounded by the
+//! connect timeout). Pin `spec.mtu` to take this wait out of the picture.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::desired::{self, MeshLayout, MeshOnHost};
+use crate::manifest::Inventory;
+use crate::observe::{parse_probe, HostState, PROBE};
+use crate::plan::{plan_host, Issue, Plan, Scope};
+use crate::script::{self, apply_script, PROBE_MARK};
+use crate::ssh::{Connection, SshError, Target, Timeouts};
+use crate::validate::{validate, Rejected};
+
+/// What a pass does.
+#[derive(Clone, Debug)]
+pub struct PassOptions {
+    /// Change hosts (`false`: only plan).
+    pub apply: bool,
+    /// Remove attachments of in-scope meshes that the inventory does not list.
+    pub prune_attachments: bool,
+    /// SSH time limits.
+    pub timeouts: Timeouts,
+    /// Private key used for every host instead of the referenced Secrets.
+    pub identity_override: Option<Vec<u8>>,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        Self {
+            apply: true,
+            prune_attachments: false,
+            timeouts: Timeouts::default(),
+            identity_override: None,
+        }
+    }
+}
+
+/// Progress of one host, reported while a pass runs.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// Connecting and probing.
+    Observing,
+    /// Plan computed.
+    Planned {
+        /// Number of steps.
+        steps: usize,
+    },
+    /// Sending the plan.
+    Applying {
+        /// Number of steps.
+        steps: usize,
+    },
+    /// Finished (successfully or not).
+    Done,
+}
+
+/// The outcome of a pass on one host.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostReport {
+    /// Host name.
+    pub host: String,
+    /// Steps planned (human-readable, with their commands).
+    pub planned: Vec<String>,
+    /// Steps applied successfully.
+    pub applied: usize,
+    /// Whether the host matches the spec at the end of the pass.
+    pub converged: bool,
+    /// Why the host failed, when it did (nothing after the failing step ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Objects that could not converge (foreign devices, stopped containers...).
+    pub issues: Vec<IssueReport>,
+    /// Per-mesh state of this host after the pass.
+    pub meshes: Vec<MeshHostReport>,
+    /// SSH scripts run on the host (round trips).
+    pub round_trips: u32,
+    /// Wall time for this host.
+    #[serde(with = "millis")]
+    pub duration: Duration,
+    /// Capabilities read by the probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<crate::api::host::HostCapabilities>,
+    /// Container ID and address per attachment actually attached.
+    pub attachments: Vec<AttachmentReport>,
+}
+
+/// An issue, serializable.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueReport {
+    /// Mesh.
+    pub mesh: String,
+    /// Attachment, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<String>,
+    /// Reason (CamelCase).
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
+
+impl From<&Issue> for IssueReport {
+    fn from(i: &Issue) -> Self {
+        Self {
+            mesh: i.mesh.clone(),
+            attachment: i.attachment.clone(),
+            reason: i.reason.to_string(),
+            message: i.message.clone(),
+        }
+    }
+}
+
+/// One mesh on one host after the pass.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshHostReport {
+    /// Mesh name.
+    pub mesh: String,
+    /// Host subnet.
+    pub subnet: Ipv4Net,
+    /// Gateway on the bridge.
+    pub gateway: std::net::Ipv4Addr,
+    /// Tunnels present, configured and up.
+    pub tunnels_up: u32,
+    /// Tunnels expected.
+    pub tunnels_expected: u32,
+}
+
+/// An attachment as found after the pass.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentReport {
+    /// Attachment name.
+    pub name: String,
+    /// Mesh name.
+    pub mesh: String,
+    /// Container ID attached.
+    pub container_id: String,
+    /// Address configured.
+    pub address: Ipv4Net,
+}
+
+/// A mesh-wide result.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshReport {
+    /// Mesh name.
+    pub mesh: String,
+    /// MTU in force.
+    pub mtu: u32,
+    /// Every host converged and every tunnel up.
+    pub ready: bool,
+    /// Why the mesh could not be laid out, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The outcome of a whole pass.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PassReport {
+    /// Per host, sorted by name.
+    pub hosts: Vec<HostReport>,
+    /// Per mesh.
+    pub meshes: Vec<MeshReport>,
+}
+
+impl PassReport {
+    /// Whether any host failed.
+    pub fn failed(&self) -> bool {
+        self.hosts.iter().any(|h| h.error.is_some())
+            || self.meshes.iter().any(|m| m.error.is_some())
+    }
+}
+
+mod millis {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+/// Per-host working state during a pass.
+struct HostWork {
+    report: HostReport,
+    started: Instant,
+    conn: Option<Connection>,
+    state: Option<HostState>,
+}
+
+/// Runs one pass. Validation failures return `Err` before any host is contacted.
+pub async fn run_pass(
+    inv: &Inventory,
+    opts: &PassOptions,
+    progress: &(dyn Fn(&str, Progress) + Sync),
+) -> Result<PassReport, Rejected> {
+    validate(inv)?;
+    let scope = Scope {
+        meshes: inv.meshes.keys().cloned().collect(),
+        prune_attachments: opts.prune_attachments,
+    };
+    let hosts: Vec<String> = {
+        let mut names: Vec<String> = inv
+            .meshes
+            .values()
+            .flat_map(|m| m.spec.hosts.iter().map(|h| h.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+
+    // Observe every host concurrently.
+    let observed = join_all(hosts.iter().map(|h| observe_host(inv, h, opts, progress))).await;
+    let states: BTreeMap<String, HostState> = observed
+        .iter()
+        .filter_map(|w| Some((w.report.host.clone(), w.state.clone()?)))
+        .collect();
+
+    // Lay out every mesh from what was observed.
+    let mut meshes = Vec::new();
+    let mut layouts: BTreeMap<String, MeshLayout> = BTreeMap::new();
+    for (name, mesh) in &inv.meshes {
+        match desired::layout(inv, name, mesh, &states) {
+            Ok(layout) => {
+                meshes.push(MeshReport {
+                    mesh: name.clone(),
+                    mtu: layout.mtu,
+                    ready: false,
+                    error: None,
+                });
+                layouts.insert(name.clone(), layout);
+            }
+            Err(e) => meshes.push(MeshReport {
+                mesh: name.clone(),
+                mtu: 0,
+                ready: false,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+
+    // Plan and apply every host concurrently.
+    let layouts = &layouts;
+    let scope = &scope;
+    let mut reports: Vec<HostReport> = join_all(
+        observed
+            .into_iter()
+            .map(|w| converge_host(inv, layouts, scope, opts, w, progress)),
+    )
+    .await;
+    reports.sort_by(|a, b| a.host.cmp(&b.host));
+
+    for m in &mut meshes {
+        let Some(mesh) = inv.meshes.get(&m.mesh) else {
+            continue;
+        };
+        m.ready = m.error.is_none()
+            && mesh.spec.hosts.iter().all(|member| {
+                reports
+                    .iter()
+                    .find(|r| r.host == member.name)
+                    .is_some_and(|r| {
+                        r.error.is_none()
+                            && r.converged
+                            && !r
+                                .issues
+                                .iter()
+                                .any(|i| i.mesh == m.mesh && i.attachment.is_none())
+                            && r.meshes
+                                .iter()
+                                .any(|mh| mh.mesh == m.mesh && mh.tunnels_up == mh.tunnels_expected)
+                    })
+            });
+    }
+    Ok(PassReport {
+        hosts: reports,
+        meshes,
+    })
+}
+
+fn target(inv: &Inventory, host: &str, opts: &PassOptions) -> Result<Target, String> {
+    let h = inv
+        .hosts
+        .get(host)
+        .ok_or_else(|| format!("unknown DockerHost {host}"))?;
+    let secret_ref = &h.spec.ssh_key_secret_ref;
+    let identity = match &opts.identity_override {
+        Some(bytes) => bytes.clone(),
+        None => inv
+            .secrets
+            .get(&secret_ref.name)
+            .and_then(|s| s.get(secret_ref.key_or_default()))
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "spec.sshKeySecretRef: Secret {} has no key {} (give the Secret in the manifests or use --identity)",
+                    secret_ref.name,
+                    secret_ref.key_or_default()
+                )
+            })?,
+    };
+    Ok(Target {
+        host: host.to_owned(),
+        address: h.spec.address.clone(),
+        port: h.spec.port_or_default(),
+        user: h.spec.user_or_default().to_owned(),
+        host_key: h.spec.host_key.clone(),
+        identity,
+    })
+}
+
+async fn observe_host(
+    inv: &Inventory,
+    host: &str,
+    opts: &PassOptions,
+    progress: &(dyn Fn(&str, Progress) + Sync),
+) -> HostWork {
+    let mut work = HostWork {
+        report: HostReport {
+            host: host.to_owned(),
+            ..HostReport::default()
+        },
+        started: Instant::now(),
+        conn: None,
+        state: None,
+    };
+    progress(host, Progress::Observing);
+    let target = match target(inv, host, opts) {
+        Ok(t) => t,
+        Err(e) => {
+            work.report.error = Some(e);
+            return work;
+        }
+    };
+    let result: Result<(Connection, HostState), String> = async {
+        let conn = Connection::open(&target, opts.timeouts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = match conn.run_script(PROBE, opts.timeouts.command).await {
+            Ok(out) => out,
+            Err(e) => {
+                work.report.round_trips = conn.round_trips();
+                conn.close().await;
+                return Err(format!("probe: {e}"));
+            }
+        };
+        let state = parse_probe(&out).map_err(|e| e.to_string())?;
+        Ok((conn, state))
+    }
+    .await;
+    match result {
+        Ok((conn, state)) => {
+            work.report.capabilities = Some(state.capabilities.clone());
+            work.state = Some(state);
+            work.conn = Some(conn);
+        }
+        Err(e) => {
+            tracing::warn!(host, error = %e, "host not observed");
+            work.report.error = Some(e);
+        }
+    }
+    work
+}
+
+fn desired_meshes(
+    inv: &Inventory,
+    layouts: &BTreeMap<String, MeshLayout>,
+    host: &str,
+    state: &HostState,
+) -> Result<Vec<MeshOnHost>, String> {
+    let mut out = Vec::new();
+    for (name, layout) in layouts {
+        let mesh = &inv.meshes[name];
+        if let Some(m) = desired::mesh_on_host(inv, name, mesh, layout, host, state)
+            .map_err(|e| e.to_string())?
+        {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+async fn converge_host(
+    inv: &Inventory,
+    layouts: &BTreeMap<String, MeshLayout>,
+    scope: &Scope,
+    opts: &PassOptions,
+    mut work: HostWork,
+    progress: &(dyn Fn(&str, Progress) + Sync),
+) -> HostReport {
+    let host = work.report.host.clone();
+    if let (Some(conn), Some(state)) = (work.conn.take(), work.state.take()) {
+        if let Err(e) = converge_observed(
+            inv,
+            layouts,
+            scope,
+            opts,
+            &mut work.report,
+            &conn,
+            state,
+            progress,
+        )
+        .await
+        {
+            tracing::warn!(host = %host, error = %e, "host not converged");
+            work.report.error = Some(e);
+        }
+        work.report.round_trips = conn.round_trips();
+        conn.close().await;
+    }
+    work.report.duration = work.started.elapsed();
+    progress(&host, Progress::Done);
+    work.report
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converge_observed(
+    inv: &Inventory,
+    layouts: &BTreeMap<String, MeshLayout>,
+    scope: &Scope,
+    opts: &PassOptions,
+    report: &mut HostReport,
+    conn: &Connection,
+    state: HostState,
+    progress: &(dyn Fn(&str, Progress) + Sync),
+) -> Result<(), String> {
+    let host = report.host.clone();
+    let desired = desired_meshes(inv, layouts, &host, &state)?;
+    let plan = plan_host(&desired, &state, scope);
+    report.planned = plan.steps.iter().map(script::describe).collect();
+    progress(
+        &host,
+        Progress::Planned {
+            steps: plan.steps.len(),
+        },
+    );
+    let mut final_state = state;
+    let mut final_plan = plan;
+    if opts.apply && !final_plan.is_empty() {
+        progress(
+            &host,
+            Progress::Applying {
+                steps: final_plan.steps.len(),
+            },
+        );
+        let out = conn
+            .run_script(&apply_script(&final_plan), opts.timeouts.command)
+            .await
+            .map_err(|e: SshError| e.to_string())?;
+        let outcome = parse_apply_output(&out);
+        report.applied = outcome.applied;
+        tracing::info!(host = %host, steps = final_plan.steps.len(), applied = outcome.applied, "applied plan");
+        if let Some((n, detail)) = outcome.failed {
+            let step = final_plan
+                .steps
+                .get(n)
+                .map(script::describe)
+                .unwrap_or_default();
+            return Err(format!(
+                "step {} of {} failed: {step}: {}",
+                n + 1,
+                final_plan.steps.len(),
+                detail.trim()
+            ));
+        }
+        final_state = parse_probe(&outcome.after).map_err(|e| format!("after apply: {e}"))?;
+        final_plan = plan_host(&desired, &final_state, scope);
+    } else {
+        tracing::debug!(host = %host, steps = final_plan.steps.len(), "no change applied");
+    }
+    report.converged = final_plan.is_empty();
+    summarize(report, &desired, &final_state, &final_plan);
+    Ok(())
+}
+
+/// Fills per-mesh health and attachment results from the final state.
+fn summarize(report: &mut HostReport, desired: &[MeshOnHost], state: &HostState, plan: &Plan) {
+    report.issues = plan.issues.iter().map(IssueReport::from).collect();
+    for m in desired {
+        let (up, expected) = tunnel_health(m, state);
+        report.meshes.push(MeshHostReport {
+            mesh: m.mesh.clone(),
+            subnet: m.bridge.subnet,
+            gateway: m.bridge.address.addr(),
+            tunnels_up: up,
+            tunnels_expected: expected,
+        });
+        for a in &m.attachments {
+            let Some(c) = state.container(&a.container).filter(|c| c.running) else {
+                continue;
+            };
+            let attached = state.container_links.get(&c.id).is_some_and(|links| {
+                links
+                    .iter()
+                    .any(|l| l.name == a.interface.as_str() && l.addrs.contains(&a.address))
+            });
+            if attached {
+                report.attachments.push(AttachmentReport {
+                    name: a.name.clone(),
+                    mesh: m.mesh.clone(),
+                    container_id: c.id.clone(),
+                    address: a.address,
+                });
+            }
+        }
+    }
+}
+
+/// Tunnels of a mesh on a host that exist with the right parameters, sit on the bridge and are
+/// up, against how many are expected.
+pub fn tunnel_health(m: &MeshOnHost, state: &HostState) -> (u32, u32) {
+    let on_bridge = |name: &str| {
+        state
+            .link(name)
+            .filter(|l| l.up && l.master.as_deref() == Some(m.bridge.name.as_str()))
+    };
+    if let Some(v) = &m.vxlan {
+        let Some(dev) = on_bridge(v.name.as_str()) else {
+            return (0, v.peers.len() as u32);
+        };
+        let ok_dev = dev
+            .vxlan
+            .as_ref()
+            .is_some_and(|x| x.id == v.vni && x.port == v.port);
+        let floods = state
+            .fdb
+            .get(v.name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let up = v
+            .peers
+            .values()
+            .filter(|dst| {
+                ok_dev
+                    && floods
+                        .iter()
+                        .any(|e| e.mac == "00:00:00:00:00:00" && e.dst == Some(**dst))
+            })
+            .count();
+        return (up as u32, v.peers.len() as u32);
+    }
+    let up = m
+        .tunnels
+        .iter()
+        .filter(|t| {
+            on_bridge(t.name.as_str()).is_some_and(|l| {
+                l.gre.as_ref().is_some_and(|g| {
+                    g.ikey == Some(t.key) && g.okey == Some(t.key) && g.remote == Some(t.remote)
+                })
+            })
+        })
+        .count();
+    (up as u32, m.tunnels.len() as u32)
+}
+
+/// What the apply script reported.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Steps that succeeded.
+    pub applied: usize,
+    /// The failing step's index and output.
+    pub failed: Option<(usize, String)>,
+    /// Probe output after the change.
+    pub after: String,
+}
+
+/// Parses the apply script's markers.
+pub fn parse_apply_output(out: &str) -> ApplyOutcome {
+    let mut outcome = ApplyOutcome::default();
+    let (steps, after) = match out.split_once(PROBE_MARK) {
+        Some((s, a)) => (s, a.to_owned()),
+        None => (out, String::new()),
+    };
+    outcome.after = after;
+    let mut failing: Option<(usize, String)> = None;
+    for line in steps.lines() {
+        if let Some((n, text)) = failing.as_mut() {
+            if line == "gremesh-failed-end" {
+                outcome.failed = Some((*n, std::mem::take(text)));
+                failing = None;
+            } else {
+                text.push_str(line);
+                text.push('\n');
+            }
+        } else if line.starts_with("gremesh-ok ") {
+            outcome.applied += 1;
+        } else if let Some(rest) = line.strip_prefix("gremesh-failed ") {
+            let n = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            failing = Some((n, String::new()));
+        }
+    }
+    if let Some((n, text)) = failing {
+        outcome.failed = Some((n, text));
+    }
+    if outcome.after.is_empty() && outcome.failed.is_none() {
+        outcome.failed = Some((
+            outcome.applied,
+            "the apply script ended early (connection lost?)".to_owned(),
+        ));
+    }
+    outcome
+}

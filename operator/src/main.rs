@@ -1,0 +1,92 @@
+//! The `gremesh` binary.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use gremesh::cli::output::{summary, ProgressView};
+use gremesh::cli::{Cli, Command, OutputFormat, PassArgs};
+use gremesh::engine::{run_pass, PassOptions};
+use gremesh::manifest::Inventory;
+use gremesh::ssh::Timeouts;
+
+/// Exit code when the spec is rejected or cannot be read.
+const EXIT_REJECTED: u8 = 2;
+/// Exit code when at least one host failed.
+const EXIT_HOST_FAILED: u8 = 1;
+
+fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_REJECTED)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            std::io::stdout().write_all(gremesh::crd::render().as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => pass(args, false).await,
+        Command::Apply(args) => pass(args, true).await,
+    }
+}
+
+async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
+    let inventory = Inventory::load(&args.files)?;
+    let identity_override = match &args.identity {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --identity {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let opts = PassOptions {
+        apply,
+        prune_attachments: args.prune,
+        timeouts: Timeouts {
+            connect: args.connect_timeout,
+            command: args.command_timeout,
+        },
+        identity_override,
+    };
+    let view = ProgressView::new(args.output == OutputFormat::Json);
+    let report = match run_pass(&inventory, &opts, &|host, p| view.report(host, p)).await {
+        Ok(report) => report,
+        Err(rejected) => {
+            eprintln!("{rejected}");
+            return Ok(ExitCode::from(EXIT_REJECTED));
+        }
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", summary(&report, !apply)),
+    }
+    Ok(if report.failed() {
+        ExitCode::from(EXIT_HOST_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

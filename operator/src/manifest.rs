@@ -1,0 +1,263 @@
+//! Loading manifests from YAML files into an [`Inventory`] of typed objects.
+//!
+//! The same manifests that `kubectl apply -f` takes: multi-document YAML holding `DockerHost`,
+//! `GreMesh`, `ContainerAttachment` and (for SSH keys) core `Secret` objects. Other kinds are
+//! skipped with a warning so that a folder shared with other tooling still loads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::api::{ContainerAttachment, DockerHost, GreMesh};
+
+/// Everything gremesh needs to know about the desired network, keyed by object name.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    /// `DockerHost` objects.
+    pub hosts: BTreeMap<String, DockerHost>,
+    /// `GreMesh` objects.
+    pub meshes: BTreeMap<String, GreMesh>,
+    /// `ContainerAttachment` objects.
+    pub attachments: BTreeMap<String, ContainerAttachment>,
+    /// Secret data: secret name → key → bytes. Never logged.
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// A manifest that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML or does not fit its kind's schema.
+    #[error("{path}: document {index}: {reason}")]
+    Document {
+        /// The file.
+        path: PathBuf,
+        /// Zero-based document index in the file.
+        index: usize,
+        /// Why (serde's message names the field).
+        reason: String,
+    },
+    /// Two objects of one kind share a name.
+    #[error("{path}: document {index}: duplicate {kind} {name}")]
+    Duplicate {
+        /// The file.
+        path: PathBuf,
+        /// Zero-based document index in the file.
+        index: usize,
+        /// Kind of the object.
+        kind: &'static str,
+        /// Name of the object.
+        name: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct TypeMeta {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct SecretDoc {
+    metadata: SecretMeta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+    #[serde(default, rename = "stringData")]
+    string_data: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct SecretMeta {
+    name: String,
+}
+
+impl Inventory {
+    /// Loads and merges every document of every file (a folder means its `*.yaml`/`*.yml`).
+    pub fn load(paths: &[PathBuf]) -> Result<Self, ManifestError> {
+        let mut inventory = Inventory::default();
+        for path in expand(paths)? {
+            let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            inventory.add_yaml(&path, &text)?;
+        }
+        Ok(inventory)
+    }
+
+    /// Adds every document of one YAML text; `path` only names it in errors.
+    pub fn add_yaml(&mut self, path: &Path, text: &str) -> Result<(), ManifestError> {
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let doc_err = |reason: String| ManifestError::Document {
+                path: path.to_owned(),
+                index,
+                reason,
+            };
+            let value =
+                serde_yaml::Value::deserialize(document).map_err(|e| doc_err(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let meta: TypeMeta =
+                serde_yaml::from_value(value.clone()).map_err(|e| doc_err(e.to_string()))?;
+            let dup = |kind: &'static str, name: String| ManifestError::Duplicate {
+                path: path.to_owned(),
+                index,
+                kind,
+                name,
+            };
+            match (meta.api_version.as_str(), meta.kind.as_str()) {
+                ("gremesh.io/v1alpha1", "DockerHost") => {
+                    let obj: DockerHost = from_value(value).map_err(doc_err)?;
+                    let name = object_name(&obj.metadata).map_err(doc_err)?;
+                    if self.hosts.insert(name.clone(), obj).is_some() {
+                        return Err(dup("DockerHost", name));
+                    }
+                }
+                ("gremesh.io/v1alpha1", "GreMesh") => {
+                    let obj: GreMesh = from_value(value).map_err(doc_err)?;
+                    let name = object_name(&obj.metadata).map_err(doc_err)?;
+                    if self.meshes.insert(name.clone(), obj).is_some() {
+                        return Err(dup("GreMesh", name));
+                    }
+                }
+                ("gremesh.io/v1alpha1", "ContainerAttachment") => {
+                    let obj: ContainerAttachment = from_value(value).map_err(doc_err)?;
+                    let name = object_name(&obj.metadata).map_err(doc_err)?;
+                    if self.attachments.insert(name.clone(), obj).is_some() {
+                        return Err(dup("ContainerAttachment", name));
+                    }
+                }
+                ("v1", "Secret") => {
+                    let doc: SecretDoc = from_value(value).map_err(doc_err)?;
+                    let data = secret_data(doc.data, doc.string_data).map_err(doc_err)?;
+                    if self
+                        .secrets
+                        .insert(doc.metadata.name.clone(), data)
+                        .is_some()
+                    {
+                        return Err(dup("Secret", doc.metadata.name));
+                    }
+                }
+                (api_version, kind) => {
+                    tracing::warn!(path = %path.display(), index, api_version, kind, "skipping object of a kind gremesh does not handle");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+    serde_yaml::from_value(value).map_err(|e| e.to_string())
+}
+
+fn object_name(meta: &kube::api::ObjectMeta) -> Result<String, String> {
+    meta.name
+        .clone()
+        .ok_or_else(|| "metadata.name: missing".to_owned())
+}
+
+fn secret_data(
+    data: BTreeMap<String, String>,
+    string_data: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use base64::Engine as _;
+    let mut out = BTreeMap::new();
+    for (key, encoded) in data {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| format!("data.{key}: not valid base64"))?;
+        out.insert(key, bytes);
+    }
+    for (key, text) in string_data {
+        out.insert(key, text.into_bytes());
+    }
+    Ok(out)
+}
+
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: key}
+stringData: {ssh-privatekey: "PRIVATE"}
+---
+apiVersion: gremesh.io/v1alpha1
+kind: DockerHost
+metadata: {name: host-a}
+spec:
+  address: 10.200.0.11
+  sshKeySecretRef: {name: key}
+  hostKey: ssh-ed25519 AAAA
+  underlayAddress: 10.200.0.11
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+"#;
+
+    #[test]
+    fn loads_hosts_and_secrets_and_skips_other_kinds() {
+        let mut inv = Inventory::default();
+        inv.add_yaml(Path::new("m.yaml"), MANIFEST).unwrap();
+        assert_eq!(inv.hosts.len(), 1);
+        assert_eq!(inv.secrets["key"]["ssh-privatekey"], b"PRIVATE");
+        assert_eq!(inv.hosts["host-a"].spec.port_or_default(), 22);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = "apiVersion: gremesh.io/v1alpha1\nkind: GreMesh\nmetadata: {name: m}\nspec: {hosts: [], key: 1, network: 10.0.0.0/16, mtuu: 3}\n";
+        let err = Inventory::default()
+            .add_yaml(Path::new("m.yaml"), text)
+            .unwrap_err();
+        assert!(err.to_string().contains("mtuu"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let mut inv = Inventory::default();
+        let text = format!("{MANIFEST}\n---\n{}", MANIFEST.split("---").nth(1).unwrap());
+        let err = inv.add_yaml(Path::new("m.yaml"), &text).unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate DockerHost host-a"),
+            "{err}"
+        );
+    }
+}

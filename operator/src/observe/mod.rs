@@ -1,0 +1,192 @@
+//! Observe: what a host looks like right now, read in one SSH round trip.
+//!
+//! [`PROBE`] is a fixed, read-only shell script (it takes no input at all) whose output is
+//! split into sections and parsed into a typed [`HostState`]. The apply script ends with the
+//! same probe, so the state after a change comes back in the same round trip.
+
+mod parse;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::addressing::Marker;
+use crate::api::host::HostCapabilities;
+
+pub use parse::{parse_probe, ProbeError};
+
+/// The probe: read-only commands printing JSON sections. It takes no arguments and reads no
+/// input, so nothing from a spec can reach it.
+pub const PROBE: &str = r#"
+echo '@@links'
+ip -j -d addr show
+echo '@@gretap'
+if [ -e /sys/class/net/gretap0 ] || [ -d /sys/module/ip_gre ] || modinfo ip_gre >/dev/null 2>&1 \
+  || { [ -r /proc/config.gz ] && zcat /proc/config.gz | grep -Eq '^CONFIG_NET_IPGRE=(y|m)'; }; then echo yes; else echo no; fi
+echo '@@vxlan'
+if [ -d /sys/module/vxlan ] || modinfo vxlan >/dev/null 2>&1 \
+  || { [ -r /proc/config.gz ] && zcat /proc/config.gz | grep -Eq '^CONFIG_VXLAN=(y|m)'; }; then echo yes; else echo no; fi
+for dev in /sys/class/net/gx-*; do
+  [ -e "$dev" ] || continue
+  echo "@@fdb ${dev##*/}"
+  bridge -j fdb show dev "${dev##*/}"
+done
+echo '@@docker'
+docker version --format '{{.Server.Version}}' 2>/dev/null || true
+echo '@@containers'
+ids=$(docker ps -aq --no-trunc 2>/dev/null)
+[ -z "$ids" ] || docker inspect --format '{{.Id}} {{.Name}} {{.State.Running}} {{.State.Pid}}' $ids
+docker inspect --format '{{.Id}} {{.State.Pid}}' $(docker ps -q --no-trunc 2>/dev/null) 2>/dev/null |
+while read -r id pid; do
+  [ "$pid" -gt 0 ] 2>/dev/null || continue
+  echo "@@netns $id"
+  nsenter -t "$pid" -n ip -j -d addr show 2>/dev/null || echo '[]'
+  echo "@@routes $id"
+  nsenter -t "$pid" -n ip -j route show 2>/dev/null || echo '[]'
+done
+echo '@@end'
+"#;
+
+/// Everything observed on one host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostState {
+    /// Links of the host's own network namespace.
+    pub links: Vec<Link>,
+    /// Forwarding entries of gremesh VXLAN devices, by device name.
+    pub fdb: BTreeMap<String, Vec<FdbEntry>>,
+    /// All containers, running or not.
+    pub containers: Vec<Container>,
+    /// Links inside each running container's namespace, by container ID.
+    pub container_links: BTreeMap<String, Vec<Link>>,
+    /// IPv4 routes inside each running container's namespace, by container ID.
+    pub container_routes: BTreeMap<String, Vec<RouteEntry>>,
+    /// What the host can do.
+    pub capabilities: HostCapabilities,
+}
+
+/// One IPv4 route as `ip -j route show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Destination: `default` or a CIDR (a bare address means /32).
+    pub dst: String,
+    /// Next hop.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output device.
+    pub dev: Option<String>,
+    /// Routing protocol (`kernel` for routes the kernel derives from addresses).
+    pub protocol: Option<String>,
+}
+
+/// One network interface as `ip -j -d addr show` reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Link {
+    /// Interface name.
+    pub name: String,
+    /// `info_kind`: `bridge`, `veth`, `vxlan`, `gretap`, ... (`None` for plain devices).
+    pub kind: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// MAC address, lowercase.
+    pub mac: Option<String>,
+    /// Interface alias (gremesh's ownership marker lives here).
+    pub alias: Option<String>,
+    /// Name of the bridge this port belongs to.
+    pub master: Option<String>,
+    /// Administratively up.
+    pub up: bool,
+    /// Operationally usable (`operstate` UP or UNKNOWN for tunnels).
+    pub oper_up: bool,
+    /// IPv4 addresses with prefix length.
+    pub addrs: Vec<Ipv4Net>,
+    /// Bridge port `isolated` flag, when this is a bridge port.
+    pub isolated: Option<bool>,
+    /// Bridge `stp_state` != 0, when this is a bridge.
+    pub stp: Option<bool>,
+    /// VXLAN parameters, when this is a VXLAN device.
+    pub vxlan: Option<VxlanInfo>,
+    /// GRE parameters, when this is a gretap device.
+    pub gre: Option<GreInfo>,
+}
+
+impl Link {
+    /// The ownership marker, when the device is gremesh's.
+    pub fn marker(&self) -> Option<Marker> {
+        self.alias.as_deref().and_then(Marker::parse)
+    }
+}
+
+/// VXLAN device parameters that cannot be changed in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanInfo {
+    /// VNI.
+    pub id: u32,
+    /// Local tunnel address.
+    pub local: Option<Ipv4Addr>,
+    /// UDP destination port.
+    pub port: u16,
+}
+
+/// gretap device parameters that cannot be changed in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GreInfo {
+    /// Local tunnel address.
+    pub local: Option<Ipv4Addr>,
+    /// Remote tunnel address.
+    pub remote: Option<Ipv4Addr>,
+    /// Input key (None when unkeyed).
+    pub ikey: Option<u32>,
+    /// Output key (None when unkeyed).
+    pub okey: Option<u32>,
+}
+
+/// A forwarding database entry of a VXLAN device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// MAC address, lowercase.
+    pub mac: String,
+    /// Remote VTEP, when the entry has one.
+    pub dst: Option<Ipv4Addr>,
+}
+
+/// A container as Docker reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// Full 64-hex ID.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// Whether it is running.
+    pub running: bool,
+    /// PID of its init process (0 when not running).
+    pub pid: u32,
+}
+
+impl HostState {
+    /// The link of the host namespace with that name.
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    /// Finds a container by name or by (a prefix of at least 12 characters of) its ID.
+    pub fn container(&self, reference: &str) -> Option<&Container> {
+        self.containers
+            .iter()
+            .find(|c| c.name == reference)
+            .or_else(|| {
+                if reference.len() >= 12 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    self.containers.iter().find(|c| c.id.starts_with(reference))
+                } else {
+                    None
+                }
+            })
+    }
+
+    /// MTU of the device carrying `address`, the host's underlay MTU.
+    pub fn underlay_mtu(&self, address: Ipv4Addr) -> Option<u32> {
+        self.links
+            .iter()
+            .find(|l| l.addrs.iter().any(|a| a.addr() == address))
+            .map(|l| l.mtu)
+    }
+}
