@@ -333,3 +333,46 @@ fn check_capability(
         })
     }
 }
+
+/// Every hash-derived device name gremesh could give a device of `meshes` on any host, with
+/// the marker it would carry: bridge and VXLAN device of each mesh, a tunnel towards every
+/// known host, both veth ends of every known attachment. Used to adopt devices whose creating
+/// pass was interrupted before it could mark them. Bridges named by `spec.bridge` are not
+/// included: such a name may belong to an administrator's own bridge.
+pub fn claimable<'a>(
+    inv: &Inventory,
+    meshes: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<String, Marker> {
+    let mut out = BTreeMap::new();
+    for mesh in meshes {
+        if inv.meshes.get(mesh).is_none_or(|m| m.spec.bridge.is_none()) {
+            out.insert(
+                addressing::bridge_name(mesh).to_string(),
+                Marker::new(mesh, Role::Bridge),
+            );
+        }
+        out.insert(
+            addressing::vxlan_name(mesh).to_string(),
+            Marker::new(mesh, Role::Vxlan),
+        );
+        for host in inv.hosts.keys() {
+            out.insert(
+                addressing::tunnel_name(mesh, host).to_string(),
+                Marker::new(mesh, Role::Tunnel(host.clone())),
+            );
+        }
+        for (name, att) in &inv.attachments {
+            if &att.spec.mesh == mesh {
+                out.insert(
+                    addressing::veth_name(mesh, name).to_string(),
+                    Marker::new(mesh, Role::Veth(name.clone())),
+                );
+                out.insert(
+                    addressing::peer_name(mesh, name).to_string(),
+                    Marker::new(mesh, Role::Attach(name.clone())),
+                );
+            }
+        }
+    }
+    out
+}

@@ -209,8 +209,10 @@ pub async fn run_pass(
     progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<PassReport, Rejected> {
     validate(inv)?;
+    let meshes_in_scope: std::collections::BTreeSet<String> = inv.meshes.keys().cloned().collect();
     let scope = Scope {
-        meshes: inv.meshes.keys().cloned().collect(),
+        claimable: desired::claimable(inv, &meshes_in_scope),
+        meshes: meshes_in_scope,
         prune_attachments: opts.prune_attachments,
     };
     let hosts: Vec<String> = {

@@ -13,7 +13,7 @@
 //! - container-side steps are guarded by a check that the container still has the PID that
 //!   was observed, so nothing lands in a namespace that is not the container's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -31,6 +31,10 @@ pub struct Scope {
     /// Also remove attachments of these meshes that the spec does not list (the operator
     /// knows every attachment; `gremesh apply` does so only with `--prune`).
     pub prune_attachments: bool,
+    /// Hash-derived names gremesh would give its devices in these meshes, with the marker each
+    /// would carry (see [`crate::desired::claimable`]). An unmarked device of the right kind
+    /// with one of these names was created by an interrupted pass and is adopted.
+    pub claimable: BTreeMap<String, Marker>,
 }
 
 /// Where a step runs.
@@ -202,14 +206,19 @@ impl Plan {
 
 struct Planner<'a> {
     state: &'a HostState,
+    scope: &'a Scope,
     plan: Plan,
+    /// Host links deleted by the prune phase; later phases treat them as absent.
+    deleted: BTreeSet<String>,
 }
 
 /// Plans one host. Pure.
 pub fn plan_host(desired: &[MeshOnHost], state: &HostState, scope: &Scope) -> Plan {
     let mut p = Planner {
         state,
+        scope,
         plan: Plan::default(),
+        deleted: BTreeSet::new(),
     };
     p.prune(desired, scope);
     for mesh in desired {
@@ -218,26 +227,59 @@ pub fn plan_host(desired: &[MeshOnHost], state: &HostState, scope: &Scope) -> Pl
     p.plan
 }
 
-/// Whether `name` is one gremesh derives from a hash, with the given prefix.
-fn is_derived_name(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .is_some_and(|rest| rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+/// Whether a gretap link has exactly the tunnel's endpoints and key.
+fn gre_matches(link: &Link, t: &crate::desired::TunnelSpec) -> bool {
+    link.gre.as_ref().is_some_and(|g| {
+        g.local == Some(t.local)
+            && g.remote == Some(t.remote)
+            && g.ikey == Some(t.key)
+            && g.okey == Some(t.key)
+    })
 }
 
-/// Whether the link is gremesh's for `marker`: marked so, or an unmarked, derived-name link of
-/// the expected kind (created by an interrupted pass).
-fn owned_as(link: &Link, marker: &Marker, derived_prefix: Option<&str>, kind: &str) -> bool {
-    match link.marker() {
-        Some(m) => &m == marker,
-        None => {
-            link.alias.as_deref().unwrap_or("").is_empty()
-                && derived_prefix.is_some_and(|p| is_derived_name(&link.name, p))
-                && link.kind.as_deref() == Some(kind)
-        }
+/// Whether a VXLAN link has exactly the mesh's VNI, local address and port.
+fn vxlan_matches(link: &Link, v: &crate::desired::VxlanSpec) -> bool {
+    link.vxlan
+        == Some(crate::observe::VxlanInfo {
+            id: v.vni,
+            local: Some(v.local),
+            port: v.port,
+        })
+}
+
+/// The device kind each role has.
+fn kind_of(role: &Role) -> &'static str {
+    match role {
+        Role::Bridge => "bridge",
+        Role::Tunnel(_) => "gretap",
+        Role::Vxlan => "vxlan",
+        Role::Veth(_) | Role::Attach(_) => "veth",
     }
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    /// The marker a link carries, or would carry had its creating pass not been interrupted.
+    fn marker_of(&self, link: &Link) -> Option<Marker> {
+        link.marker().or_else(|| {
+            if !link.alias.as_deref().unwrap_or("").is_empty() {
+                return None;
+            }
+            let marker = self.scope.claimable.get(&link.name)?;
+            (link.kind.as_deref() == Some(kind_of(&marker.role))).then(|| marker.clone())
+        })
+    }
+
+    /// Whether the link is gremesh's, for exactly this marker.
+    fn owned_as(&self, link: &Link, marker: &Marker) -> bool {
+        self.marker_of(link).as_ref() == Some(marker)
+    }
+
+    /// A host link as it will be when this plan's deletions have run.
+    fn link(&self, name: &str) -> Option<&'a Link> {
+        let state: &'a HostState = self.state;
+        state.link(name).filter(|l| !self.deleted.contains(&l.name))
+    }
+
     fn push(&mut self, ns: Namespace, action: Action, object: &str) {
         self.plan.steps.push(Step {
             ns,
@@ -269,7 +311,7 @@ impl Planner<'_> {
     fn prune(&mut self, desired: &[MeshOnHost], scope: &Scope) {
         let mut bridges = Vec::new();
         for link in &self.state.links {
-            let Some(marker) = link.marker() else {
+            let Some(marker) = self.marker_of(link) else {
                 continue;
             };
             if !scope.meshes.contains(&marker.mesh) {
@@ -279,14 +321,13 @@ impl Planner<'_> {
             let keep = match (&marker.role, mesh) {
                 (_, None) => false,
                 (Role::Bridge, Some(m)) => m.bridge.name.as_str() == link.name,
-                (Role::Tunnel(peer), Some(m)) => m
-                    .tunnels
-                    .iter()
-                    .any(|t| t.name.as_str() == link.name && &t.peer == peer),
+                (Role::Tunnel(peer), Some(m)) => m.tunnels.iter().any(|t| {
+                    t.name.as_str() == link.name && &t.peer == peer && gre_matches(link, t)
+                }),
                 (Role::Vxlan, Some(m)) => m
                     .vxlan
                     .as_ref()
-                    .is_some_and(|v| v.name.as_str() == link.name),
+                    .is_some_and(|v| v.name.as_str() == link.name && vxlan_matches(link, v)),
                 (Role::Veth(att), Some(m)) => match m.attachments.iter().find(|a| &a.name == att) {
                     Some(a) => a.veth.as_str() == link.name,
                     None => !scope.prune_attachments,
@@ -298,6 +339,7 @@ impl Planner<'_> {
             }
             let name = IfName::new(&link.name).expect("names from the kernel fit");
             let object = format!("mesh {} stale {}", marker.mesh, link.name);
+            self.deleted.insert(link.name.clone());
             if marker.role == Role::Bridge {
                 bridges.push((name, object));
             } else {
@@ -329,15 +371,14 @@ impl Planner<'_> {
         let b = &m.bridge;
         let object = format!("mesh {} bridge {}", m.mesh, b.name);
         let marker = m.marker(Role::Bridge);
-        let derived = m.bridge.name.as_str().starts_with("gm-").then_some("gm-");
         if let Some(holder) = self.foreign_address_holder(b.address.addr(), &b.name) {
             self.issue(&m.mesh, None, IssueReason::ForeignDevice, format!(
                 "gateway address {} is already on device {holder}, which gremesh did not create", b.address.addr()));
             return false;
         }
-        let existing = self.state.link(b.name.as_str());
+        let existing = self.link(b.name.as_str());
         let existing = match existing {
-            Some(l) if !owned_as(l, &marker, derived, "bridge") => {
+            Some(l) if !self.owned_as(l, &marker) => {
                 self.issue(&m.mesh, None, IssueReason::ForeignDevice, format!(
                     "a device named {} exists that gremesh did not create; rename it or set spec.bridge", b.name));
                 return false;
@@ -394,7 +435,7 @@ impl Planner<'_> {
             .iter()
             .find(|l| {
                 l.name != own.as_str()
-                    && l.marker().is_none()
+                    && self.marker_of(l).is_none()
                     && l.addrs.iter().any(|a| a.addr() == address)
             })
             .map(|l| l.name.as_str())
@@ -473,9 +514,9 @@ impl Planner<'_> {
     fn tunnel(&mut self, m: &MeshOnHost, t: &crate::desired::TunnelSpec) {
         let object = format!("mesh {} tunnel to {}", m.mesh, t.peer);
         let marker = m.marker(Role::Tunnel(t.peer.clone()));
-        let mut existing = self.state.link(t.name.as_str());
+        let mut existing = self.link(t.name.as_str());
         if let Some(l) = existing {
-            if !owned_as(l, &marker, Some("gt-"), "gretap") {
+            if !self.owned_as(l, &marker) {
                 self.issue(&m.mesh, None, IssueReason::ForeignDevice, format!(
                     "a device named {} exists that gremesh did not create; tunnel to {} not built", t.name, t.peer));
                 return;
@@ -539,7 +580,7 @@ impl Planner<'_> {
         let marker = m.marker(Role::Vxlan);
         if let Some(other) = self.state.links.iter().find(|l| {
             l.name != v.name.as_str()
-                && l.marker().is_none()
+                && self.marker_of(l).is_none()
                 && l.vxlan
                     .as_ref()
                     .is_some_and(|x| x.id == v.vni && x.port == v.port)
@@ -555,9 +596,9 @@ impl Planner<'_> {
             );
             return;
         }
-        let mut existing = self.state.link(v.name.as_str());
+        let mut existing = self.link(v.name.as_str());
         if let Some(l) = existing {
-            if !owned_as(l, &marker, Some("gx-"), "vxlan") {
+            if !self.owned_as(l, &marker) {
                 self.issue(
                     &m.mesh,
                     None,
@@ -647,9 +688,9 @@ impl Planner<'_> {
         let issue =
             |p: &mut Self, reason, message| p.issue(&m.mesh, Some(&a.name), reason, message);
         let veth_marker = m.marker(Role::Veth(a.name.clone()));
-        let host_link = self.state.link(a.veth.as_str());
+        let host_link = self.link(a.veth.as_str());
         if let Some(l) = host_link {
-            if !owned_as(l, &veth_marker, Some("gv-"), "veth") {
+            if !self.owned_as(l, &veth_marker) {
                 issue(
                     self,
                     IssueReason::ForeignDevice,
@@ -715,9 +756,7 @@ impl Planner<'_> {
             .get(&container.id)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let inner = inner_links
-            .iter()
-            .find(|l| owned_as(l, &inner_marker, Some("gc-"), "veth"));
+        let inner = inner_links.iter().find(|l| self.owned_as(l, &inner_marker));
         if let Some(blocker) = inner_links
             .iter()
             .find(|l| l.name == a.interface.as_str() && inner.is_none_or(|i| i.name != l.name))
@@ -781,7 +820,9 @@ impl Planner<'_> {
         );
         let mut inner_steps = Planner {
             state: self.state,
+            scope: self.scope,
             plan: Plan::default(),
+            deleted: BTreeSet::new(),
         };
         let current_name = inner
             .map(|i| i.name.clone())

@@ -2,7 +2,7 @@
 //! as "a second plan after applying the first is empty" are checked over many generated
 //! specs and drifted hosts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -465,8 +465,32 @@ fn desired_for(specs: &[Spec], state: &HostState) -> Vec<MeshOnHost> {
 }
 
 fn scope(n: usize) -> Scope {
+    let meshes: BTreeSet<String> = (0..n).map(|i| format!("m{i}")).collect();
+    // Every host and attachment name the generator can produce.
+    let mut inv = Inventory::default();
+    for i in 0..n {
+        let spec = Spec {
+            vxlan: true,
+            stp: false,
+            peers: vec!["host-b", "host-c", "host-d"],
+            mtu: None,
+            key: 1,
+            attachments: (0..4).map(|c| (c, 2)).collect(),
+        };
+        inv.add_yaml(
+            Path::new("gen.yaml"),
+            &spec_yaml(&format!("m{i}"), &spec, i)
+                .replace("kind: DockerHost", "kind: DockerHost")
+                .split("---\n")
+                .filter(|d| i == 0 || !d.contains("kind: DockerHost"))
+                .collect::<Vec<_>>()
+                .join("---\n"),
+        )
+        .unwrap();
+    }
     Scope {
-        meshes: (0..n).map(|i| format!("m{i}")).collect(),
+        claimable: desired::claimable(&inv, &meshes),
+        meshes,
         prune_attachments: true,
     }
 }
@@ -712,4 +736,30 @@ fn marker_on_foreign_mesh_is_left_alone_outside_scope() {
     });
     let plan = plan_host(&[], &state, &scope(1));
     assert!(plan.is_empty());
+}
+
+#[test]
+fn interrupted_vxlan_of_other_mesh_with_same_vni_is_replaced_first() {
+    let sp = |vxlan, key| Spec {
+        vxlan,
+        stp: false,
+        peers: vec![],
+        mtu: None,
+        key,
+        attachments: vec![],
+    };
+    let old = [sp(false, 1), sp(true, 1)];
+    let new = [sp(true, 1), sp(true, 2)];
+    let state = base_state(&[]);
+    let mut sim = Sim {
+        state: state.clone(),
+        pairs: BTreeMap::new(),
+    };
+    let old_plan = plan_host(&desired_for(&old, &sim.state), &sim.state, &scope(2));
+    for step in old_plan.steps.iter().take(7) {
+        sim.apply(step).unwrap();
+    }
+    let desired = desired_for(&new, &sim.state);
+    let plan = plan_host(&desired, &sim.state, &scope(2));
+    apply_all(&mut sim, &plan);
 }
