@@ -22,15 +22,13 @@ pub const PROBE: &str = r#"
 echo '@@links'
 ip -j -d addr show
 echo '@@gretap'
-if [ -e /sys/class/net/gretap0 ] || [ -d /sys/module/ip_gre ] || modinfo ip_gre >/dev/null 2>&1 \
+if ip link show gretap0 >/dev/null 2>&1 || [ -d /sys/module/ip_gre ] || modinfo ip_gre >/dev/null 2>&1 \
   || { [ -r /proc/config.gz ] && zcat /proc/config.gz | grep -Eq '^CONFIG_NET_IPGRE=(y|m)'; }; then echo yes; else echo no; fi
 echo '@@vxlan'
 if [ -d /sys/module/vxlan ] || modinfo vxlan >/dev/null 2>&1 \
   || { [ -r /proc/config.gz ] && zcat /proc/config.gz | grep -Eq '^CONFIG_VXLAN=(y|m)'; }; then echo yes; else echo no; fi
-for dev in /sys/class/net/gx-*; do
-  [ -e "$dev" ] || continue
-  echo "@@fdb ${dev##*/}"
-  bridge -j fdb show dev "${dev##*/}"
+ip -o link show type vxlan | while IFS=': ' read -r _ dev _; do
+  case $dev in gx-*) echo "@@fdb $dev"; bridge -j fdb show dev "$dev";; esac
 done
 echo '@@docker'
 docker version --format '{{.Server.Version}}' 2>/dev/null || true

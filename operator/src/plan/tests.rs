@@ -466,7 +466,7 @@ fn desired_for(specs: &[Spec], state: &HostState) -> Vec<MeshOnHost> {
 
 fn scope(n: usize) -> Scope {
     let meshes: BTreeSet<String> = (0..n).map(|i| format!("m{i}")).collect();
-    // Every host and attachment name the generator can produce.
+    // Every host and attachment name the generator can produce (hosts only once).
     let mut inv = Inventory::default();
     for i in 0..n {
         let spec = Spec {
@@ -480,7 +480,6 @@ fn scope(n: usize) -> Scope {
         inv.add_yaml(
             Path::new("gen.yaml"),
             &spec_yaml(&format!("m{i}"), &spec, i)
-                .replace("kind: DockerHost", "kind: DockerHost")
                 .split("---\n")
                 .filter(|d| i == 0 || !d.contains("kind: DockerHost"))
                 .collect::<Vec<_>>()
