@@ -161,6 +161,10 @@ pub struct MeshReport {
     pub mesh: String,
     /// MTU in force.
     pub mtu: u32,
+    /// Encapsulation in force.
+    pub encapsulation: crate::api::Encapsulation,
+    /// Loop prevention in force.
+    pub loop_prevention: crate::api::LoopPrevention,
     /// Every host converged and every tunnel up.
     pub ready: bool,
     /// Why the mesh could not be laid out, if it could not.
@@ -237,23 +241,22 @@ pub async fn run_pass(
     let mut meshes = Vec::new();
     let mut layouts: BTreeMap<String, MeshLayout> = BTreeMap::new();
     for (name, mesh) in &inv.meshes {
-        match desired::layout(inv, name, mesh, &states) {
+        let (mtu, error) = match desired::layout(inv, name, mesh, &states) {
             Ok(layout) => {
-                meshes.push(MeshReport {
-                    mesh: name.clone(),
-                    mtu: layout.mtu,
-                    ready: false,
-                    error: None,
-                });
+                let mtu = layout.mtu;
                 layouts.insert(name.clone(), layout);
+                (mtu, None)
             }
-            Err(e) => meshes.push(MeshReport {
-                mesh: name.clone(),
-                mtu: 0,
-                ready: false,
-                error: Some(e.to_string()),
-            }),
-        }
+            Err(e) => (0, Some(e.to_string())),
+        };
+        meshes.push(MeshReport {
+            mesh: name.clone(),
+            mtu,
+            encapsulation: mesh.spec.encapsulation_or_default(),
+            loop_prevention: mesh.spec.loop_prevention_or_default(),
+            ready: false,
+            error,
+        });
     }
 
     // Plan and apply every host concurrently.

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::api::LoopPrevention;
 use crate::engine::{PassReport, Progress};
 
 /// Per-host progress on standard error: spinners on a terminal, plain lines otherwise.
@@ -126,10 +127,15 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
                     })
                     .collect();
                 let state = if m.ready { "ready" } else { "not ready" };
+                let loops = match m.loop_prevention {
+                    LoopPrevention::Isolated => "isolated tunnel ports",
+                    LoopPrevention::Stp => "stp",
+                };
                 let _ = writeln!(
                     out,
-                    "mesh {}: {state}, mtu {} — {}",
+                    "mesh {}: {state}, {} mtu {}, loop prevention: {loops} — {}",
                     m.mesh,
+                    m.encapsulation.as_str(),
                     m.mtu,
                     hosts.join(", ")
                 );
