@@ -8,7 +8,7 @@
 //! planning waits until every host was probed or its connection timed out (bounded by the
 //! connect timeout). Pin `spec.mtu` to take this wait out of the picture.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -34,6 +34,12 @@ pub struct PassOptions {
     pub timeouts: Timeouts,
     /// Private key used for every host instead of the referenced Secrets.
     pub identity_override: Option<Vec<u8>>,
+    /// Meshes this pass is responsible for (default: every mesh of the inventory). A mesh in
+    /// scope but absent from the inventory has all its devices removed from the hosts visited.
+    pub scope: Option<BTreeSet<String>>,
+    /// Hosts to visit besides the members of the inventory's meshes (hosts that left a mesh or
+    /// whose mesh is being deleted, so its devices are removed from them).
+    pub extra_hosts: BTreeSet<String>,
 }
 
 impl Default for PassOptions {
@@ -43,6 +49,8 @@ impl Default for PassOptions {
             prune_attachments: false,
             timeouts: Timeouts::default(),
             identity_override: None,
+            scope: None,
+            extra_hosts: BTreeSet::new(),
         }
     }
 }
@@ -213,22 +221,23 @@ pub async fn run_pass(
     progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<PassReport, Rejected> {
     validate(inv)?;
-    let meshes_in_scope: std::collections::BTreeSet<String> = inv.meshes.keys().cloned().collect();
+    let meshes_in_scope: BTreeSet<String> = opts
+        .scope
+        .clone()
+        .unwrap_or_else(|| inv.meshes.keys().cloned().collect());
     let scope = Scope {
         claimable: desired::claimable(inv, &meshes_in_scope),
         meshes: meshes_in_scope,
         prune_attachments: opts.prune_attachments,
     };
-    let hosts: Vec<String> = {
-        let mut names: Vec<String> = inv
-            .meshes
-            .values()
-            .flat_map(|m| m.spec.hosts.iter().map(|h| h.name.clone()))
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    };
+    let hosts: Vec<String> = inv
+        .meshes
+        .values()
+        .flat_map(|m| m.spec.hosts.iter().map(|h| h.name.clone()))
+        .chain(opts.extra_hosts.iter().cloned())
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
 
     // Observe every host concurrently.
     let observed = join_all(hosts.iter().map(|h| observe_host(inv, h, opts, progress))).await;

@@ -9,6 +9,7 @@
 pub mod addressing;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod engine;

@@ -8,6 +8,7 @@ use clap::Parser;
 
 use gremesh::cli::output::{summary, ProgressView};
 use gremesh::cli::{Cli, Command, OutputFormat, PassArgs};
+use gremesh::controller::{LeaseSettings, Settings};
 use gremesh::engine::{run_pass, PassOptions};
 use gremesh::manifest::Inventory;
 use gremesh::ssh::Timeouts;
@@ -49,6 +50,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::stdout().write_all(gremesh::crd::render().as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Operator(args) => {
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| format!("gremesh-{}", std::process::id()))
+            });
+            let settings = Settings {
+                namespace: args.namespace,
+                resync: args.resync,
+                timeouts: Timeouts {
+                    connect: args.connect_timeout,
+                    command: args.command_timeout,
+                },
+                listen: args.listen,
+                lease: args.leader_election.then_some(LeaseSettings {
+                    namespace: args.lease_namespace,
+                    name: args.lease_name,
+                    identity,
+                    duration: args.lease_duration,
+                }),
+            };
+            gremesh::controller::run(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan(args) => pass(args, false).await,
         Command::Apply(args) => pass(args, true).await,
     }
@@ -71,6 +96,7 @@ async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
             command: args.command_timeout,
         },
         identity_override,
+        ..PassOptions::default()
     };
     let view = ProgressView::new(args.output == OutputFormat::Json);
     let report = match run_pass(&inventory, &opts, &|host, p| view.report(host, p)).await {

@@ -31,6 +31,43 @@ pub enum Command {
     Apply(PassArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Run the Kubernetes controller (uses the in-cluster config or $KUBECONFIG).
+    Operator(OperatorArgs),
+}
+
+/// Arguments of `gremesh operator`.
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "GREMESH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How often every mesh is re-observed to heal drift.
+    #[arg(long, env = "GREMESH_RESYNC", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub resync: Duration,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "GREMESH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    #[arg(long, env = "GREMESH_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "gremesh-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// SSH connect timeout.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Time limit for one remote script.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub command_timeout: Duration,
 }
 
 /// Arguments shared by `plan` and `apply`.
