@@ -24,18 +24,20 @@ pub async fn inventory(
     let attachments: Api<ContainerAttachment> = Api::namespaced(client.clone(), namespace);
     let (hosts, meshes, attachments) =
         futures::try_join!(hosts.list(&lp), meshes.list(&lp), attachments.list(&lp))?;
-    let mut inv = Inventory::default();
-    inv.hosts = hosts.items.into_iter().map(|h| (h.name_any(), h)).collect();
-    inv.meshes = meshes
-        .items
-        .into_iter()
-        .map(|m| (m.name_any(), m))
-        .collect();
-    inv.attachments = attachments
-        .items
-        .into_iter()
-        .map(|a| (a.name_any(), a))
-        .collect();
+    let mut inv = Inventory {
+        hosts: hosts.items.into_iter().map(|h| (h.name_any(), h)).collect(),
+        meshes: meshes
+            .items
+            .into_iter()
+            .map(|m| (m.name_any(), m))
+            .collect(),
+        attachments: attachments
+            .items
+            .into_iter()
+            .map(|a| (a.name_any(), a))
+            .collect(),
+        secrets: BTreeMap::new(),
+    };
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let wanted: BTreeSet<String> = inv
