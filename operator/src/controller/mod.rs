@@ -15,6 +15,9 @@ pub mod mesh;
 pub mod metrics;
 pub mod status;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -49,6 +52,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context around a client.
+    pub fn new(client: Client, recorder: Recorder, metrics: metrics::Metrics, resync: Duration, timeouts: Timeouts) -> Self {
+        Self { client, recorder, metrics, resync, timeouts, failures: Mutex::new(HashMap::new()) }
+    }
+
     /// Records the outcome of a pass for `key`; returns the retry delay when it failed.
     pub fn backoff(&self, key: &str, ok: bool) -> Option<Duration> {
         let mut failures = self.failures.lock().expect("backoff lock");
@@ -172,14 +180,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         controller: "gremesh".into(),
         instance: settings.lease.as_ref().map(|l| l.identity.clone()),
     };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
         metrics,
-        resync: settings.resync,
-        timeouts: settings.timeouts,
-        failures: Mutex::new(HashMap::new()),
-    });
+        settings.resync,
+        settings.timeouts,
+    ));
     let ns = settings.namespace.as_deref();
     let wc = watcher::Config::default();
 
