@@ -134,9 +134,32 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+impl SshError {
+    /// Whether trying again may help: a refused, reset or timed-out connection (for example
+    /// an sshd shedding unauthenticated connections under `MaxStartups`). A key mismatch or a
+    /// refused login is final.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SshError::Connect { .. } | SshError::Timeout { what: "SSH connect", .. })
+    }
+}
+
 impl Connection {
-    /// Opens the master connection, checking the host key strictly.
+    /// Opens the master connection, checking the host key strictly; transient failures are
+    /// retried three times with exponential back-off (0.5 s, 1 s, 2 s, with jitter).
     pub async fn open(target: &Target, timeouts: Timeouts) -> Result<Self, SshError> {
+        use backon::{ExponentialBuilder, Retryable};
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_times(3)
+            .with_jitter();
+        (|| Self::open_once(target, timeouts))
+            .retry(policy)
+            .when(SshError::is_transient)
+            .notify(|e, after| tracing::debug!(host = %target.host, error = %e, ?after, "retrying SSH connect"))
+            .await
+    }
+
+    async fn open_once(target: &Target, timeouts: Timeouts) -> Result<Self, SshError> {
         let dir = tempfile::Builder::new().prefix("gremesh-ssh-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let alias = format!("gremesh-{}", target.host);
