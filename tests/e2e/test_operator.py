@@ -1,0 +1,322 @@
+"""Operator end-to-end: the real `gremesh operator` binary against a Kubernetes API, driven
+only with kubectl, converging the lab hosts.
+
+By default the API is the stand-in in tests/kube/apiserver.py (no kube-apiserver can be had
+here). Set GREMESH_E2E_KUBECONFIG to a kubeconfig to run the same suite against a real cluster
+instead; the operator then runs on this machine (it must reach the lab hosts over SSH) and the
+suite uses the namespace in GREMESH_E2E_NAMESPACE (default `gremesh-e2e`).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import (BIN, HOSTS, HOSTS_YAML, LAB, ROOT, STATE, accepted_logins, gremesh_links,
+                      lab, links, on_host, wait_for, write)
+
+REAL = os.environ.get("GREMESH_E2E_KUBECONFIG")
+NAMESPACE = os.environ.get("GREMESH_E2E_NAMESPACE", "gremesh-e2e" if REAL else "default")
+RESYNC = "3s"
+METRICS = "127.0.0.1:18080"
+
+
+class Cluster:
+    """kubectl and the operator process, against one API server."""
+
+    def __init__(self, kubeconfig, workdir):
+        self.kubeconfig = str(kubeconfig)
+        self.workdir = workdir
+        self.operators = []
+
+    def kubectl(self, *args, check=True, stdin=None, timeout=120):
+        res = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
+                             capture_output=True, text=True, input=stdin, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def get(self, kind, name):
+        return json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)
+
+    def start_operator(self, *extra, name="op"):
+        log = open(self.workdir / f"{name}-{len(self.operators)}.log", "w")
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, GREMESH_LOG="gremesh=debug,info")
+        listen = [] if "--listen" in extra else ["--listen", METRICS]
+        proc = subprocess.Popen([str(BIN), "operator", "--namespace", NAMESPACE, "--resync", RESYNC,
+                                 *listen, *extra], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.operators.append(proc)
+        return proc
+
+    def stop_operators(self):
+        for p in self.operators:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.operators:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.operators = []
+
+    def wait_ready(self, kind, name, timeout=90):
+        self.kubectl("wait", f"--for=condition=Ready", f"{kind}/{name}", f"--timeout={timeout}s",
+                     timeout=timeout + 10)
+
+    def wait_observed(self, name, timeout=90):
+        """Waits until the mesh status describes its current generation and is Ready."""
+        def done():
+            m = self.get("gremesh", name)
+            st = m.get("status", {})
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
+            return st.get("observedGeneration") == m["metadata"]["generation"] and ready
+        assert wait_for(done, timeout=timeout, interval=0.5), self.get("gremesh", name)
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_up, tmp_path_factory):
+    work = tmp_path_factory.mktemp("kube")
+    server = None
+    if REAL:
+        kubeconfig = Path(REAL)
+    else:
+        kubeconfig = work / "kubeconfig"
+        server = subprocess.Popen([sys.executable, str(ROOT / "tests/kube/apiserver.py"), "--port", "18443",
+                                   "--kubeconfig", str(kubeconfig)],
+                                  stdout=subprocess.PIPE, stderr=open(work / "apiserver.log", "w"), text=True)
+        server.stdout.readline()  # the ready line
+        assert wait_for(kubeconfig.exists, timeout=10)
+    c = Cluster(kubeconfig, work)
+    if REAL:
+        c.kubectl("create", "namespace", NAMESPACE, check=False)
+    c.kubectl("apply", "-f", str(ROOT / "crds/gremesh.yaml"))
+    c.kubectl("apply", "-f", str(HOSTS_YAML))
+    yield c
+    c.stop_operators()
+    if server:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def mesh_doc(hosts, mtu=None):
+    members = "".join(f"    - name: {h}\n      subnet: 10.30.{i + 1}.0/24\n" for i, h in enumerate(HOSTS) if h in hosts)
+    doc = (f"apiVersion: gremesh.io/v1alpha1\nkind: GreMesh\nmetadata:\n  name: om\nspec:\n"
+           f"  hosts:\n{members}  encapsulation: vxlan\n  key: 3030\n  network: 10.30.0.0/16\n")
+    if mtu:
+        doc += f"  mtu: {mtu}\n"
+    return doc
+
+
+def attach_doc(host):
+    i = HOSTS.index(host) + 1
+    return (f"---\napiVersion: gremesh.io/v1alpha1\nkind: ContainerAttachment\nmetadata:\n  name: om-{host}\n"
+            f"spec:\n  mesh: om\n  host: {host}\n  container: web-{host[-1]}\n  address: 10.30.{i}.10\n")
+
+
+def ping(src, dst_host):
+    i = HOSTS.index(dst_host) + 1
+    return on_host(src, "docker", "exec", "web-" + src[-1], "ping", "-c", "1", "-W", "2",
+                   f"10.30.{i}.10", check=False).returncode == 0
+
+
+@pytest.fixture()
+def running(cluster, fresh):
+    """A running operator and an empty mesh namespace; everything is deleted afterwards."""
+    cluster.start_operator()
+    yield cluster
+    cluster.kubectl("delete", "containerattachments", "--all", "--timeout=60s", check=False)
+    cluster.kubectl("delete", "gremesh", "--all", "--timeout=60s", check=False)
+    cluster.stop_operators()
+
+
+def test_apply_wait_ping_edit_and_delete(running, tmp_path):
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(["host-a", "host-b"]) + attach_doc("host-a") + attach_doc("host-b"))
+    c.wait_ready("gremesh", "om")
+    c.wait_ready("containerattachment", "om-host-a")
+    assert wait_for(lambda: ping("host-a", "host-b"), timeout=10)
+    m = c.get("gremesh", "om")
+    assert m["status"]["mtu"] == 1450 and m["status"]["hostsReady"] == "2/2", m["status"]
+    assert m["metadata"]["finalizers"] == ["gremesh.io/cleanup"]
+    att = c.get("containerattachment", "om-host-a")
+    assert att["status"]["address"] == "10.30.1.10" and len(att["status"]["containerId"]) == 64
+
+    # Add a host: it converges, and the others get a tunnel to it.
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(HOSTS) + attach_doc("host-c"))
+    c.wait_observed("om")
+    assert wait_for(lambda: ping("host-a", "host-c") and ping("host-c", "host-b"), timeout=15)
+
+    # Change the MTU: every gremesh device on every host follows.
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(HOSTS, mtu=1400))
+    c.wait_observed("om")
+    assert all({l["mtu"] for l in gremesh_links(h)} == {1400} for h in HOSTS)
+
+    # Remove a host: its devices go, and the others drop their tunnels to it.
+    c.kubectl("delete", "containerattachment", "om-host-c", "--timeout=60s")
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(["host-a", "host-b"], mtu=1400))
+    c.wait_observed("om")
+    assert wait_for(lambda: gremesh_links("host-c") == [], timeout=20)
+    fdb = on_host("host-a", "bridge", "-j", "fdb", "show").stdout
+    assert "10.200.0.13" not in fdb
+
+    # Delete: every host is clean, containers keep running.
+    c.kubectl("delete", "containerattachments", "--all", "--timeout=60s")
+    c.kubectl("delete", "gremesh", "om", "--timeout=60s")
+    assert all(gremesh_links(h) == [] for h in HOSTS)
+    assert "true" in on_host("host-a", "docker", "inspect", "-f", "{{.State.Running}}", "web-a").stdout
+    events = c.kubectl("get", "events", "-o", "json").stdout
+    assert "Applied" in events
+
+
+def test_converged_mesh_is_not_rewritten_on_resync(running):
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(["host-a", "host-b"]) + attach_doc("host-a"))
+    c.wait_ready("gremesh", "om")
+    time.sleep(2)
+    before = {k: c.get(k, n)["metadata"]["resourceVersion"]
+              for k, n in (("gremesh", "om"), ("containerattachment", "om-host-a"), ("dockerhost", "host-a"))}
+    time.sleep(8)  # more than two resync periods
+    after = {k: c.get(k, n)["metadata"]["resourceVersion"] for k, n in before.items()}
+    assert before == after
+    metrics = urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=5).read().decode()
+    assert 'gremesh_passes_total{result="converged"}' in metrics
+    assert urllib.request.urlopen(f"http://{METRICS}/readyz", timeout=5).status == 200
+
+
+def test_drift_is_healed_by_resync(running):
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(["host-a", "host-b"]) + attach_doc("host-a") + attach_doc("host-b"))
+    c.wait_ready("gremesh", "om")
+    vx = next(l["ifname"] for l in gremesh_links("host-b") if l["linkinfo"]["info_kind"] == "vxlan")
+    on_host("host-b", "ip", "link", "del", vx)
+    assert wait_for(lambda: any(l["ifname"] == vx for l in gremesh_links("host-b")), timeout=20)
+    assert wait_for(lambda: ping("host-a", "host-b"), timeout=10)
+
+
+def test_host_reboot_is_rebuilt_and_others_get_no_change(running):
+    """S05."""
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(HOSTS) + "".join(attach_doc(h) for h in HOSTS))
+    c.wait_ready("gremesh", "om")
+    time.sleep(3)
+    monitors = {h: subprocess.Popen([str(LAB), "sh", h, "ip", "-o", "monitor", "link", "address"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                for h in ("host-a", "host-c")}
+    time.sleep(0.5)
+    lab("restart-host", "host-b")
+    lab("run", "host-b", "web-b")
+    assert wait_for(lambda: ping("host-a", "host-b") and ping("host-b", "host-c"), timeout=40)
+    for p in monitors.values():
+        p.terminate()
+    events = {h: p.communicate(timeout=10)[0] for h, p in monitors.items()}
+    assert events == {"host-a": "", "host-c": ""}, events
+
+
+def test_operator_restart_changes_nothing(running):
+    """S07: a new operator process with empty caches against converged hosts."""
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(["host-a", "host-b"]) + attach_doc("host-a") + attach_doc("host-b"))
+    c.wait_ready("gremesh", "om")
+    time.sleep(3)
+    pinger = subprocess.Popen([str(LAB), "sh", "host-a", "docker", "exec", "web-a", "ping", "-c", "40",
+                               "-i", "0.25", "10.30.2.10"], stdout=subprocess.PIPE, text=True)
+    monitors = [subprocess.Popen([str(LAB), "sh", h, "ip", "-o", "monitor", "link", "address", "neigh"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                for h in ("host-a", "host-b")]
+    c.stop_operators()
+    c.start_operator()
+    time.sleep(8)  # two resyncs of the new process
+    for p in monitors:
+        p.terminate()
+    out = pinger.communicate(timeout=30)[0]
+    changes = [line for p in monitors for line in p.communicate(timeout=10)[0].splitlines()]
+    assert " 0% packet loss" in out, out
+    assert changes == [], changes
+
+
+def test_changed_host_key_stops_that_host_only(running, tmp_path):
+    """S10."""
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(["host-a", "host-b"]))
+    c.wait_ready("gremesh", "om")
+    key = STATE / "host-b" / "ssh_host_ed25519_key"
+    saved = key.read_bytes(), key.with_suffix(".pub").read_bytes()
+    try:
+        key.unlink()
+        key.with_suffix(".pub").unlink()
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        lab("reload-sshd", "host-b")
+        new_fp = subprocess.run(["ssh-keygen", "-lf", str(key.with_suffix(".pub"))], capture_output=True,
+                                text=True).stdout.split()[1]
+        logins = accepted_logins("host-b")
+
+        def mismatch():
+            st = c.get("dockerhost", "host-b").get("status", {})
+            return any(x.get("reason") == "HostKeyMismatch" for x in st.get("conditions", []))
+        assert wait_for(mismatch, timeout=30)
+        st = c.get("dockerhost", "host-b")["status"]
+        assert new_fp in st["message"], st
+        assert accepted_logins("host-b") == logins
+        assert c.get("dockerhost", "host-a")["status"]["reachable"] is True
+        mesh = c.get("gremesh", "om")["status"]
+        degraded = next(x for x in mesh["conditions"] if x["type"] == "Degraded")
+        assert degraded["status"] == "True" and "host-b" in degraded["message"]
+
+        # Pinning the new key brings the host back.
+        pub = key.with_suffix(".pub").read_text().split()
+        c.kubectl("patch", "dockerhost", "host-b", "--type=merge", "-p",
+                  json.dumps({"spec": {"hostKey": f"{pub[0]} {pub[1]}"}}))
+        c.wait_ready("gremesh", "om")
+    finally:
+        key.write_bytes(saved[0])
+        key.with_suffix(".pub").write_bytes(saved[1])
+        lab("reload-sshd", "host-b")
+        c.kubectl("apply", "-f", str(HOSTS_YAML))
+
+
+def test_unreachable_host_blocks_deletion_until_abandoned(running):
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(HOSTS))
+    c.wait_ready("gremesh", "om")
+    subprocess.run(["ip", "link", "set", "gmlab-c", "down"], check=True)
+    try:
+        c.kubectl("delete", "gremesh", "om", "--wait=false")
+        time.sleep(6)
+        m = c.get("gremesh", "om")
+        assert m["metadata"].get("deletionTimestamp"), m
+        assert gremesh_links("host-a") == [] and gremesh_links("host-b") == []
+        c.kubectl("annotate", "dockerhost", "host-c", "gremesh.io/abandon=true")
+        assert wait_for(lambda: c.kubectl("get", "gremesh", "om", check=False).returncode != 0, timeout=30)
+    finally:
+        subprocess.run(["ip", "link", "set", "gmlab-c", "up"], check=True)
+        c.kubectl("annotate", "dockerhost", "host-c", "gremesh.io/abandon-", check=False)
+        for l in gremesh_links("host-c"):
+            on_host("host-c", "ip", "link", "del", l["ifname"], check=False)
+
+
+def test_two_replicas_one_leader(cluster, fresh):
+    c = cluster
+    first = c.start_operator("--leader-election", "--identity", "one", "--lease-namespace", NAMESPACE,
+                             "--listen", "127.0.0.1:18081", name="one")
+    time.sleep(2)
+    second = c.start_operator("--leader-election", "--identity", "two", "--lease-namespace", NAMESPACE,
+                              "--listen", "127.0.0.1:18082", name="two")
+    try:
+        def holder():
+            res = c.kubectl("get", "lease", "gremesh-operator", "-o", "json", check=False)
+            return json.loads(res.stdout)["spec"].get("holderIdentity") if res.returncode == 0 else None
+        assert wait_for(lambda: holder() == "one", timeout=15)
+        time.sleep(3)
+        assert holder() == "one"
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=15)
+        assert wait_for(lambda: holder() == "two", timeout=30)
+    finally:
+        c.stop_operators()
