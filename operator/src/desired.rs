@@ -169,6 +169,7 @@ pub fn layout(
                     .get(&m.name)
                     .zip(underlay)
                     .and_then(|(s, addr)| s.underlay_mtu(addr))
+                    .or_else(|| last_known_mtu(inv, &m.name))
                     .unwrap_or(FALLBACK_UNDERLAY_MTU)
             })
             .min()
@@ -176,10 +177,22 @@ pub fn layout(
             .saturating_sub(overhead)
     });
     let prefix = spec.host_prefix_or_default();
-    let previous: BTreeMap<String, Ipv4Net> = states
+    // A host's previous subnet: what its bridge carries, or (not observed this pass) what the
+    // mesh status last recorded.
+    let mut previous: BTreeMap<String, Ipv4Net> = mesh
+        .status
         .iter()
-        .filter_map(|(host, state)| Some((host.clone(), previous_subnet(state, name, prefix)?)))
+        .flat_map(|st| {
+            st.hosts
+                .iter()
+                .filter_map(|h| Some((h.name.clone(), h.subnet?)))
+        })
         .collect();
+    previous.extend(
+        states.iter().filter_map(|(host, state)| {
+            Some((host.clone(), previous_subnet(state, name, prefix)?))
+        }),
+    );
     let members: Vec<(String, Option<Ipv4Net>)> = spec
         .hosts
         .iter()
@@ -196,6 +209,17 @@ pub fn layout(
         mtu,
         subnets,
     })
+}
+
+/// The underlay MTU a host's status last recorded.
+fn last_known_mtu(inv: &Inventory, host: &str) -> Option<u32> {
+    inv.hosts
+        .get(host)?
+        .status
+        .as_ref()?
+        .capabilities
+        .as_ref()?
+        .underlay_mtu
 }
 
 /// The subnet a host's bridge for `mesh` already serves, read from its gateway address.

@@ -40,6 +40,9 @@ pub struct PassOptions {
     /// Hosts to visit besides the members of the inventory's meshes (hosts that left a mesh or
     /// whose mesh is being deleted, so its devices are removed from them).
     pub extra_hosts: BTreeSet<String>,
+    /// How long planning waits for slow hosts' probes before laying out meshes without them
+    /// (their last known underlay MTU and subnet from status stand in). `None`: wait for all.
+    pub observe_deadline: Option<std::time::Duration>,
 }
 
 impl Default for PassOptions {
@@ -51,6 +54,7 @@ impl Default for PassOptions {
             identity_override: None,
             scope: None,
             extra_hosts: BTreeSet::new(),
+            observe_deadline: None,
         }
     }
 }
@@ -206,6 +210,37 @@ mod millis {
     }
 }
 
+/// Mesh layouts of a pass and their report rows.
+#[derive(Clone, Default)]
+struct Layouts {
+    layouts: BTreeMap<String, MeshLayout>,
+    reports: Vec<MeshReport>,
+}
+
+/// Lays out every mesh of the inventory from the states observed so far.
+fn lay_out(inv: &Inventory, states: &BTreeMap<String, HostState>) -> Layouts {
+    let mut out = Layouts::default();
+    for (name, mesh) in &inv.meshes {
+        let (mtu, error) = match desired::layout(inv, name, mesh, states) {
+            Ok(layout) => {
+                let mtu = layout.mtu;
+                out.layouts.insert(name.clone(), layout);
+                (mtu, None)
+            }
+            Err(e) => (0, Some(e.to_string())),
+        };
+        out.reports.push(MeshReport {
+            mesh: name.clone(),
+            mtu,
+            encapsulation: mesh.spec.encapsulation_or_default(),
+            loop_prevention: mesh.spec.loop_prevention_or_default(),
+            ready: false,
+            error,
+        });
+    }
+    out
+}
+
 /// Per-host working state during a pass.
 struct HostWork {
     report: HostReport,
@@ -239,44 +274,52 @@ pub async fn run_pass(
         .into_iter()
         .collect();
 
-    // Observe every host concurrently.
-    let observed = join_all(hosts.iter().map(|h| observe_host(inv, h, opts, progress))).await;
-    let states: BTreeMap<String, HostState> = observed
-        .iter()
-        .filter_map(|w| Some((w.report.host.clone(), w.state.clone()?)))
-        .collect();
-
-    // Lay out every mesh from what was observed.
-    let mut meshes = Vec::new();
-    let mut layouts: BTreeMap<String, MeshLayout> = BTreeMap::new();
-    for (name, mesh) in &inv.meshes {
-        let (mtu, error) = match desired::layout(inv, name, mesh, &states) {
-            Ok(layout) => {
-                let mtu = layout.mtu;
-                layouts.insert(name.clone(), layout);
-                (mtu, None)
-            }
-            Err(e) => (0, Some(e.to_string())),
-        };
-        meshes.push(MeshReport {
-            mesh: name.clone(),
-            mtu,
-            encapsulation: mesh.spec.encapsulation_or_default(),
-            loop_prevention: mesh.spec.loop_prevention_or_default(),
-            ready: false,
-            error,
-        });
-    }
-
-    // Plan and apply every host concurrently.
-    let layouts = &layouts;
+    // Observe every host concurrently. Layouts (MTU, subnets) are computed once every host
+    // was observed, or when the observe deadline passes; each host then plans and applies as
+    // soon as both its own state and the layouts are known.
+    let states: std::sync::Mutex<BTreeMap<String, HostState>> = Default::default();
+    let (layout_tx, layout_rx) = tokio::sync::watch::channel::<Option<Layouts>>(None);
+    let (observed_tx, mut observed_rx) = tokio::sync::mpsc::channel::<()>(hosts.len().max(1));
     let scope = &scope;
-    let mut reports: Vec<HostReport> = join_all(
-        observed
-            .into_iter()
-            .map(|w| converge_host(inv, layouts, scope, opts, w, progress)),
-    )
-    .await;
+    let states_ref = &states;
+    let coordinator = async {
+        let all = async {
+            for _ in 0..hosts.len() {
+                observed_rx.recv().await;
+            }
+        };
+        match opts.observe_deadline {
+            Some(deadline) => {
+                let _ = tokio::time::timeout(deadline, all).await;
+            }
+            None => all.await,
+        }
+        let snapshot = states_ref.lock().expect("states lock").clone();
+        let _ = layout_tx.send(Some(lay_out(inv, &snapshot)));
+    };
+    let host_tasks = join_all(hosts.iter().map(|h| {
+        let mut layout_rx = layout_rx.clone();
+        let observed_tx = observed_tx.clone();
+        async move {
+            let work = observe_host(inv, h, opts, progress).await;
+            if let Some(state) = &work.state {
+                states_ref
+                    .lock()
+                    .expect("states lock")
+                    .insert(h.clone(), state.clone());
+            }
+            let _ = observed_tx.send(()).await;
+            let layouts = layout_rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_default();
+            converge_host(inv, &layouts.layouts, scope, opts, work, progress).await
+        }
+    }));
+    let ((), mut reports) = futures::join!(coordinator, host_tasks);
+    let mut meshes = layout_rx.borrow().clone().unwrap_or_default().reports;
     reports.sort_by(|a, b| a.host.cmp(&b.host));
 
     for m in &mut meshes {
@@ -378,7 +421,9 @@ async fn observe_host(
     }
     .await;
     match result {
-        Ok((conn, state)) => {
+        Ok((conn, mut state)) => {
+            let underlay = inv.hosts.get(host).map(|h| h.spec.underlay_address);
+            state.capabilities.underlay_mtu = underlay.and_then(|a| state.underlay_mtu(a));
             work.report.capabilities = Some(state.capabilities.clone());
             work.state = Some(state);
             work.conn = Some(conn);

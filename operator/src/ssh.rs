@@ -135,11 +135,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl SshError {
-    /// Whether trying again may help: a refused, reset or timed-out connection (for example
-    /// an sshd shedding unauthenticated connections under `MaxStartups`). A key mismatch or a
-    /// refused login is final.
+    /// Whether trying again at once may help: a refused or reset connection (for example an
+    /// sshd shedding unauthenticated connections under `MaxStartups`). A timeout is not
+    /// retried within the pass (the host is likely down; the next pass retries it), nor are a
+    /// key mismatch or a refused login.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SshError::Connect { .. } | SshError::Timeout { what: "SSH connect", .. })
+        matches!(self, SshError::Connect { .. })
     }
 }
 

@@ -9,7 +9,9 @@
   follows the Go library the apiserver uses: a missing member tests equal to `null` (kube-rs
   finalizer handling relies on this).
 * `application/apply-patch+yaml` (server-side apply): approximated as a merge patch of the
-  applied configuration; field ownership and conflicts are not tracked.
+  applied configuration, after removing the fields that the same field manager applied last
+  time and no longer applies (`release_fields`). Lists are atomic; conflicts between managers
+  are not detected (as if every apply had `force=true`).
 """
 
 from __future__ import annotations
@@ -128,4 +130,28 @@ def apply_patch(target: dict[str, Any], patch: Any, content_type: str) -> dict[s
         result = merge_patch(target, patch)
     if not isinstance(result, dict):
         raise PatchError('the patch did not produce an object')
+    return result
+
+
+def release_fields(target: dict[str, Any], previous: Any, current: Any,
+                   path: str = '') -> dict[str, Any]:
+    """`target` without the fields present in `previous` but not in `current` (server-side
+    apply by one field manager: what it stops applying, it stops owning, and it goes)."""
+    if not isinstance(previous, dict) or not isinstance(target, dict):
+        return target
+    current = current if isinstance(current, dict) else {}
+    kept = {'': {'apiVersion', 'kind', 'metadata'}, '.metadata': {'name', 'namespace'}}
+    result = dict(target)
+    for key, value in previous.items():
+        if key not in result:
+            continue
+        if key in kept.get(path, ()) and key not in current:
+            continue
+        if isinstance(value, dict) and isinstance(result[key], dict):
+            # Only the owned part of a map goes; a map left empty goes with it.
+            result[key] = release_fields(result[key], value, current.get(key), f'{path}.{key}')
+            if key not in current and not result[key]:
+                del result[key]
+        elif key not in current:
+            del result[key]
     return result

@@ -54,17 +54,22 @@ class FieldError:
         return self.REASONS[self.kind]
 
     @property
-    def message(self) -> str:
+    def body(self) -> str:
+        """The message without the field, as a Status cause carries it."""
         if self.kind == 'Required':
-            return f'{self.field}: Required value'
+            return 'Required value'
         if self.kind == 'TooMany':
-            return f'{self.field}: Too many: {self.value}: {self.detail}'
+            return f'Too many: {self.value}: {self.detail}'
         if self.kind == 'TooLong':
-            return f'{self.field}: Too long: {self.detail}'
+            return f'Too long: {self.detail}'
         if self.kind == 'Duplicate':
-            return f'{self.field}: Duplicate value: {show(self.value)}'
+            return f'Duplicate value: {show(self.value)}'
         label = 'Unsupported value' if self.kind == 'Unsupported' else 'Invalid value'
-        return f'{self.field}: {label}: {show(self.value)}: {self.detail}'
+        return f'{label}: {show(self.value)}: {self.detail}'
+
+    @property
+    def message(self) -> str:
+        return f'{self.field}: {self.body}'
 
 
 def show(value: Any) -> str:

@@ -22,7 +22,7 @@ pub const DEFAULT_INTERFACE: &str = "eth1";
     status = "ContainerAttachmentStatus",
     shortname = "gma",
     shortname = "attach",
-    category = "gremesh",
+    category = "gremesh-all",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Mesh","type":"string","jsonPath":".spec.mesh"}"#,
     printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host"}"#,

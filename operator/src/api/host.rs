@@ -24,7 +24,7 @@ pub const DEFAULT_SECRET_KEY: &str = "ssh-privatekey";
     namespaced,
     status = "DockerHostStatus",
     shortname = "dh",
-    category = "gremesh",
+    category = "gremesh-all",
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address"}"#,
     printcolumn = r#"{"name":"Underlay","type":"string","jsonPath":".spec.underlayAddress"}"#,
     printcolumn = r#"{"name":"Reachable","type":"boolean","jsonPath":".status.reachable"}"#,

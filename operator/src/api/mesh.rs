@@ -24,7 +24,7 @@ pub const DEFAULT_VXLAN_PORT: u16 = 4789;
     status = "GreMeshStatus",
     shortname = "gm",
     shortname = "mesh",
-    category = "gremesh",
+    category = "gremesh-all",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".status.hostsReady"}"#,
     printcolumn = r#"{"name":"Encap","type":"string","jsonPath":".spec.encapsulation"}"#,

@@ -25,6 +25,10 @@ pub const FINALIZER: &str = "gremesh.io/cleanup";
 /// contacted for cleanup, so deletions do not wait for it.
 pub const ABANDON: &str = "gremesh.io/abandon";
 
+/// How long a mesh pass waits for slow hosts before laying out the mesh without them; their
+/// last known underlay MTU (host status) and subnet (mesh status) stand in meanwhile.
+const OBSERVE_DEADLINE: Duration = Duration::from_secs(3);
+
 /// Entry point for the controller.
 pub async fn reconcile(mesh: Arc<GreMesh>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = mesh.namespace().unwrap_or_else(|| "default".to_owned());
@@ -149,6 +153,7 @@ async fn converge(mesh: &GreMesh, ctx: &Context, ns: &str) -> Result<Action, Err
             identity_override: None,
             scope: Some(BTreeSet::from([name.clone()])),
             extra_hosts: leaving,
+            observe_deadline: Some(OBSERVE_DEADLINE),
         };
         match run_pass(&inv, &opts, &|_, _| {}).await {
             Ok(report) => Some(report),
@@ -470,6 +475,7 @@ async fn cleanup(mesh: &GreMesh, ctx: &Context, ns: &str) -> Result<Action, Erro
         identity_override: None,
         scope: Some(BTreeSet::from([name.clone()])),
         extra_hosts: visit,
+        observe_deadline: Some(OBSERVE_DEADLINE),
     };
     let report = run_pass(&inv, &opts, &|_, _| {})
         .await

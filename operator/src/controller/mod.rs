@@ -53,8 +53,21 @@ pub struct Context {
 
 impl Context {
     /// A context around a client.
-    pub fn new(client: Client, recorder: Recorder, metrics: metrics::Metrics, resync: Duration, timeouts: Timeouts) -> Self {
-        Self { client, recorder, metrics, resync, timeouts, failures: Mutex::new(HashMap::new()) }
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: metrics::Metrics,
+        resync: Duration,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            resync,
+            timeouts,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Records the outcome of a pass for `key`; returns the retry delay when it failed.
@@ -137,6 +150,14 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Like [`trigger_hash`], plus the abandon annotation, which changes what cleanup waits for.
+fn host_trigger_hash(host: &DockerHost) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    trigger_hash(host).hash(&mut h);
+    host.annotations().get(mesh::ABANDON).hash(&mut h);
+    Some(h.finish())
+}
+
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope>,
@@ -203,7 +224,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let hosts = watcher(api::<DockerHost>(&client, ns), wc.clone())
         .default_backoff()
         .touched_objects()
-        .predicate_filter(trigger_hash, Default::default());
+        .predicate_filter(host_trigger_hash, Default::default());
     let store = reader.clone();
 
     let controller = Controller::for_stream(meshes, reader)

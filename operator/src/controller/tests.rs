@@ -21,27 +21,49 @@ use crate::ssh::Timeouts;
 type Seen = (String, String, Value);
 
 /// Serves requests with `respond` and records them, until the client is dropped.
-fn mock(respond: impl Fn(&str, &str, &Value) -> Value + Send + 'static) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+fn mock(
+    respond: impl Fn(&str, &str, &Value) -> Value + Send + 'static,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().to_string();
-            let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
             let bytes = request.into_body().collect().await.unwrap().to_bytes();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let reply = respond(&method, &path, &body);
             log.lock().unwrap().push((method, path, body));
-            send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
         }
     });
     (Client::new(service, "default"), seen)
 }
 
 fn context(client: Client) -> Arc<Context> {
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "gremesh".into(), instance: None });
-    Arc::new(Context::new(client, recorder, metrics::Metrics::new(), Duration::from_secs(60), Timeouts::default()))
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "gremesh".into(),
+            instance: None,
+        },
+    );
+    Arc::new(Context::new(
+        client,
+        recorder,
+        metrics::Metrics::new(),
+        Duration::from_secs(60),
+        Timeouts::default(),
+    ))
 }
 
 fn mesh_json(finalizers: &[&str], status: Value, deleting: bool) -> Value {
@@ -66,13 +88,19 @@ fn respond_empty(mesh: Value) -> impl Fn(&str, &str, &Value) -> Value {
         ("GET", p) if p.contains("/dockerhosts") => list("DockerHost", vec![]),
         ("GET", p) if p.contains("/containerattachments") => list("ContainerAttachment", vec![]),
         ("GET", p) if p.contains("/gremeshes") => list("GreMesh", vec![mesh.clone()]),
-        ("POST", p) if p.contains("/events") => json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"}),
+        ("POST", p) if p.contains("/events") => {
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"})
+        }
         _ => mesh.clone(),
     }
 }
 
 fn paths(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<String> {
-    seen.lock().unwrap().iter().map(|(m, p, _)| format!("{m} {}", p.split('?').next().unwrap())).collect()
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(m, p, _)| format!("{m} {}", p.split('?').next().unwrap()))
+        .collect()
 }
 
 #[tokio::test]
@@ -84,8 +112,14 @@ async fn new_mesh_gets_the_finalizer_first_and_nothing_else() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].0, "PATCH");
-    assert_eq!(seen[0].1.split('?').next().unwrap(), "/apis/gremesh.io/v1alpha1/namespaces/default/gremeshes/m1");
-    assert_eq!(seen[0].2, json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["gremesh.io/cleanup"]}]));
+    assert_eq!(
+        seen[0].1.split('?').next().unwrap(),
+        "/apis/gremesh.io/v1alpha1/namespaces/default/gremeshes/m1"
+    );
+    assert_eq!(
+        seen[0].2,
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["gremesh.io/cleanup"]}])
+    );
 }
 
 #[tokio::test]
@@ -106,10 +140,21 @@ async fn rejected_mesh_reads_then_writes_status_and_one_warning_event_and_runs_n
     );
     let seen = seen.lock().unwrap().clone();
     let status = &seen[3].2["status"];
-    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "Rejected");
-    assert!(ready["message"].as_str().unwrap().contains("spec.hosts[0].name: unknown DockerHost \"host-x\""), "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.hosts[0].name: unknown DockerHost \"host-x\""),
+        "{ready}"
+    );
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(seen[4].2["type"], "Warning");
 }
@@ -128,7 +173,11 @@ async fn unchanged_status_is_not_written_again() {
     let (client, seen) = mock(respond_empty(obj.clone()));
     let m: GreMesh = serde_json::from_value(obj).unwrap();
     mesh::reconcile(Arc::new(m), context(client)).await.unwrap();
-    assert!(paths(&seen).iter().all(|p| p.starts_with("GET ")), "{:?}", paths(&seen));
+    assert!(
+        paths(&seen).iter().all(|p| p.starts_with("GET ")),
+        "{:?}",
+        paths(&seen)
+    );
 }
 
 #[tokio::test]
@@ -140,8 +189,14 @@ async fn deleting_a_mesh_whose_hosts_are_gone_removes_the_finalizer() {
     let seen = seen.lock().unwrap().clone();
     let last = seen.last().unwrap();
     assert_eq!(last.0, "PATCH");
-    assert_eq!(last.1.split('?').next().unwrap(), "/apis/gremesh.io/v1alpha1/namespaces/default/gremeshes/m1");
-    assert_eq!(last.2, json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "gremesh.io/cleanup"}, {"op": "remove", "path": "/metadata/finalizers/0"}]));
+    assert_eq!(
+        last.1.split('?').next().unwrap(),
+        "/apis/gremesh.io/v1alpha1/namespaces/default/gremeshes/m1"
+    );
+    assert_eq!(
+        last.2,
+        json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "gremesh.io/cleanup"}, {"op": "remove", "path": "/metadata/finalizers/0"}])
+    );
 }
 
 fn report(host_error: Option<&str>) -> PassReport {
@@ -180,12 +235,28 @@ fn status_names_the_failing_host_and_keeps_transition_times() {
     let again = status::mesh_status(&m, Outcome::Pass(&report(None)), Some(&ok), "t2");
     assert_eq!(again, ok, "a converged mesh must get an identical status");
 
-    let down = status::mesh_status(&m, Outcome::Pass(&report(Some("cannot connect to 10.0.0.9:22: refused"))), Some(&ok), "t3");
-    let degraded = down.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    let down = status::mesh_status(
+        &m,
+        Outcome::Pass(&report(Some("cannot connect to 10.0.0.9:22: refused"))),
+        Some(&ok),
+        "t3",
+    );
+    let degraded = down
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
     assert_eq!(degraded.status, "True");
     assert_eq!(degraded.reason, "HostUnreachable");
-    assert!(degraded.message.starts_with("host-x: cannot connect"), "{}", degraded.message);
+    assert!(
+        degraded.message.starts_with("host-x: cannot connect"),
+        "{}",
+        degraded.message
+    );
     assert_eq!(degraded.last_transition_time.as_deref(), Some("t3"));
-    assert_eq!(down.hosts[0].message, "cannot connect to 10.0.0.9:22: refused");
+    assert_eq!(
+        down.hosts[0].message,
+        "cannot connect to 10.0.0.9:22: refused"
+    );
     assert_eq!(down.hosts_ready.as_deref(), Some("0/1"));
 }
