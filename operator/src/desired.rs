@@ -211,6 +211,69 @@ pub fn layout(
     })
 }
 
+/// Addresses for the attachments of `mesh` on `host` that do not fix one.
+///
+/// In order of creation (then name), each keeps the address it had — from its status, or
+/// read back from its container's interface — while that is still a free, usable address of
+/// the host's subnet; the others get the lowest free address after the gateway. Addresses
+/// fixed by any attachment of the mesh are never handed out.
+pub fn allocate_addresses(
+    inv: &Inventory,
+    mesh: &str,
+    host: &str,
+    subnet: Ipv4Net,
+    state: &HostState,
+) -> BTreeMap<String, Ipv4Addr> {
+    let mut taken: std::collections::BTreeSet<Ipv4Addr> = inv
+        .attachments
+        .values()
+        .filter(|a| a.spec.mesh == mesh)
+        .filter_map(|a| a.spec.address)
+        .collect();
+    let usable = |a: Ipv4Addr| check_address_in_subnet_error(a, subnet).is_none();
+    let mut mine: Vec<(&String, &crate::api::ContainerAttachment)> = inv
+        .attachments
+        .iter()
+        .filter(|(_, a)| a.spec.mesh == mesh && a.spec.host == host && a.spec.address.is_none())
+        .collect();
+    mine.sort_by_key(|(n, a)| (a.metadata.creation_timestamp.as_ref().map(|t| t.0), *n));
+
+    let mut out = BTreeMap::new();
+    let mut fresh = Vec::new();
+    for (name, att) in mine {
+        let from_status = att.status.as_ref().and_then(|s| s.address);
+        let marker = Marker::new(mesh, Role::Attach(name.clone()));
+        let from_host = state.container(&att.spec.container).and_then(|c| {
+            let links = state.container_links.get(&c.id)?;
+            let link = links
+                .iter()
+                .find(|l| l.marker().as_ref() == Some(&marker))?;
+            link.addrs
+                .iter()
+                .map(|a| a.addr())
+                .find(|a| subnet.contains(a))
+        });
+        match from_status
+            .into_iter()
+            .chain(from_host)
+            .find(|a| usable(*a) && !taken.contains(a))
+        {
+            Some(address) => {
+                taken.insert(address);
+                out.insert(name.clone(), address);
+            }
+            None => fresh.push(name.clone()),
+        }
+    }
+    let mut candidates = subnet.hosts().filter(|a| usable(*a) && !taken.contains(a));
+    for name in fresh {
+        if let Some(address) = candidates.next() {
+            out.insert(name, address);
+        }
+    }
+    out
+}
+
 /// The underlay MTU a host's status last recorded.
 fn last_known_mtu(inv: &Inventory, host: &str) -> Option<u32> {
     inv.hosts
@@ -298,23 +361,31 @@ pub fn mesh_on_host(
             }),
         ),
     };
+    let allocated = allocate_addresses(inv, name, host, subnet, state);
     let attachments = inv
         .attachments
         .iter()
         .filter(|(_, a)| a.spec.mesh == name && a.spec.host == host)
-        .map(|(att_name, a)| AttachmentSpec {
-            name: att_name.clone(),
-            container: a.spec.container.clone(),
-            interface: IfName::new(a.spec.interface_or_default()).expect("validated"),
-            veth: addressing::veth_name(name, att_name),
-            peer: addressing::peer_name(name, att_name),
-            address: Ipv4Net::new(a.spec.address, net_prefix).expect("valid prefix"),
-            mac: match &a.spec.mac {
-                Some(m) => m.parse().expect("validated"),
-                None => addressing::attachment_mac(name, att_name),
-            },
-            routes: a.spec.routes.iter().map(|r| (r.to, r.via)).collect(),
-            problem: check_address_in_subnet_error(a.spec.address, subnet),
+        .map(|(att_name, a)| {
+            let address = a.spec.address.or_else(|| allocated.get(att_name).copied());
+            AttachmentSpec {
+                name: att_name.clone(),
+                container: a.spec.container.clone(),
+                interface: IfName::new(a.spec.interface_or_default()).expect("validated"),
+                veth: addressing::veth_name(name, att_name),
+                peer: addressing::peer_name(name, att_name),
+                address: Ipv4Net::new(address.unwrap_or(subnet.network()), net_prefix)
+                    .expect("valid prefix"),
+                mac: match &a.spec.mac {
+                    Some(m) => m.parse().expect("validated"),
+                    None => addressing::attachment_mac(name, att_name),
+                },
+                routes: a.spec.routes.iter().map(|r| (r.to, r.via)).collect(),
+                problem: match address {
+                    Some(address) => check_address_in_subnet_error(address, subnet),
+                    None => Some(format!("no free address left in {subnet}")),
+                },
+            }
         })
         .collect();
     Ok(Some(MeshOnHost {
@@ -399,4 +470,76 @@ pub fn claimable<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SPEC: &str = r#"
+apiVersion: gremesh.io/v1alpha1
+kind: DockerHost
+metadata: {name: host-a}
+spec: {address: 10.200.0.11, sshKeySecretRef: {name: k}, hostKey: "ssh-ed25519 AAAA", underlayAddress: 10.200.0.11}
+---
+apiVersion: gremesh.io/v1alpha1
+kind: GreMesh
+metadata: {name: m1}
+spec: {hosts: [{name: host-a, subnet: 10.10.1.0/24}], encapsulation: vxlan, key: 1, network: 10.10.0.0/16}
+---
+apiVersion: gremesh.io/v1alpha1
+kind: ContainerAttachment
+metadata: {name: fixed}
+spec: {mesh: m1, host: host-a, container: c0, address: 10.10.1.2}
+---
+apiVersion: gremesh.io/v1alpha1
+kind: ContainerAttachment
+metadata: {name: b-second, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec: {mesh: m1, host: host-a, container: c2}
+---
+apiVersion: gremesh.io/v1alpha1
+kind: ContainerAttachment
+metadata: {name: z-first, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {mesh: m1, host: host-a, container: c1}
+"#;
+
+    fn inventory() -> Inventory {
+        let mut inv = Inventory::default();
+        inv.add_yaml(Path::new("t.yaml"), SPEC).unwrap();
+        inv
+    }
+
+    #[test]
+    fn allocation_skips_gateway_and_fixed_addresses_in_creation_order() {
+        let inv = inventory();
+        let got = allocate_addresses(
+            &inv,
+            "m1",
+            "host-a",
+            "10.10.1.0/24".parse().unwrap(),
+            &HostState::default(),
+        );
+        assert_eq!(got["z-first"], "10.10.1.3".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(got["b-second"], "10.10.1.4".parse::<Ipv4Addr>().unwrap());
+    }
+
+    #[test]
+    fn allocation_keeps_the_address_recorded_in_status() {
+        let mut inv = inventory();
+        inv.attachments.get_mut("b-second").unwrap().status =
+            Some(crate::api::ContainerAttachmentStatus {
+                address: Some("10.10.1.3".parse().unwrap()),
+                ..Default::default()
+            });
+        let got = allocate_addresses(
+            &inv,
+            "m1",
+            "host-a",
+            "10.10.1.0/24".parse().unwrap(),
+            &HostState::default(),
+        );
+        assert_eq!(got["b-second"], "10.10.1.3".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(got["z-first"], "10.10.1.4".parse::<Ipv4Addr>().unwrap());
+    }
 }

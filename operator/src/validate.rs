@@ -416,7 +416,10 @@ fn check_attachments(c: &mut Checker, inv: &Inventory) {
     let mut containers: BTreeMap<(&str, &str, &str), &str> = BTreeMap::new();
     let mut interfaces: BTreeMap<(&str, &str, &str), &str> = BTreeMap::new();
     let mut routes: BTreeMap<(&str, &str, Ipv4Net), &str> = BTreeMap::new();
-    for (name, att) in &inv.attachments {
+    // Oldest first, so that of two conflicting attachments the later one is rejected.
+    let mut ordered: Vec<(&String, &ContainerAttachment)> = inv.attachments.iter().collect();
+    ordered.sort_by_key(|(n, a)| (a.metadata.creation_timestamp.as_ref().map(|t| t.0), *n));
+    for (name, att) in ordered {
         let before = c.errors.len();
         check_attachment_fields(c, inv, name, att);
         if c.errors.len() != before {
@@ -427,14 +430,18 @@ fn check_attachments(c: &mut Checker, inv: &Inventory) {
             Some(m) => m.parse().expect("checked above"),
             None => addressing::attachment_mac(&spec.mesh, name),
         };
-        if let Some(other) = addresses.insert((&spec.mesh, spec.address), name) {
+        if let Some(other) = spec
+            .address
+            .and_then(|a| addresses.insert((&spec.mesh, a), name))
+        {
             c.push(
                 K,
                 name,
                 "spec.address",
                 format!(
                     "{} is already used by attachment {other} in mesh {}",
-                    spec.address, spec.mesh
+                    spec.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    spec.mesh
                 ),
             );
         }
@@ -554,17 +561,19 @@ fn check_attachment_fields(
         return;
     };
     let network = mesh.spec.network;
-    if !network.contains(&spec.address) {
-        c.push(
-            K,
-            name,
-            "spec.address",
-            format!("{} is outside the mesh network {network}", spec.address),
-        );
-    } else if let Some(subnet) = member.subnet {
-        // Only pinned subnets are known without the hosts' previous state; an unpinned host's
-        // subnet is checked again once assigned (see `desired`).
-        check_address_in_subnet(c, name, spec.address, subnet);
+    if let Some(address) = spec.address {
+        if !network.contains(&address) {
+            c.push(
+                K,
+                name,
+                "spec.address",
+                format!("{address} is outside the mesh network {network}"),
+            );
+        } else if let Some(subnet) = member.subnet {
+            // Only pinned subnets are known without the hosts' previous state; an unpinned
+            // host's subnet is checked again once assigned (see `desired`).
+            check_address_in_subnet(c, name, address, subnet);
+        }
     }
     for (i, route) in spec.routes.iter().enumerate() {
         if route.to != route.to.trunc() {

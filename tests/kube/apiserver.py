@@ -6,12 +6,12 @@
 serves plain HTTP on 127.0.0.1, writes a kubeconfig for kubectl and kube-rs (namespace
 `default`, a dummy token), prints one `ready` line on stdout and runs until killed.
 
-What kmock gives and is used as is: the aiohttp server (`kmock.Server`), the request recording
-and reaction DSL, the discovery endpoints with its bundled catalog of built-in resources
-(`/version`, `/api`, `/apis`, `/apis/G`, `/apis/G/V`), and the object store with per-object
-history (`server.objects`). What this subclass adds or replaces is listed in README.md; in
-short, every verb on a resource is served here, because kmock's emulator merges every write
-into the object and keeps no resource versions.
+What kmock gives and is used as is: the aiohttp server (`kmock.Server`), request recording,
+the discovery endpoints with its bundled catalog of built-in resources (`/version`, `/api`,
+`/apis`, `/apis/G`, `/apis/G/V`), and the object store with per-object history
+(`server.objects`). What this subclass adds or replaces is listed in README.md; in short, every
+verb on a resource is served here, because kmock's emulator merges every write into the object
+and keeps no resource versions.
 """
 
 from __future__ import annotations
@@ -191,14 +191,17 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _parse(self, raw: aiohttp.web.BaseRequest) -> kmock.Request:
         body = await raw.read()
+        route = _route(raw.path)
         if body and 'protobuf' in (raw.content_type or ''):
             try:
                 data = api_protobuf.decode(body)
             except api_protobuf.ProtobufError as exc:
+                known = route and (route['group'], route['version'], route['plural']) in self._types
+                if not known:
+                    raise server_not_found() from exc
                 raise ApiError(415, 'UnsupportedMediaType', str(exc)) from exc
         else:
             data = _decode_body(body)
-        route = _route(raw.path)
         resource, namespace, name, subresource, action = None, None, None, None, None
         if route is not None:
             resource = kmock.resource(route['group'], route['version'], route['plural'])
@@ -852,8 +855,8 @@ class ApiServer(kmock.KubernetesEmulator):
         stored = self._stored(rtype, namespace, name)
         if stored is None:
             raise not_found(rtype, name)
-        preconditions = (options or {}).get('preconditions') or {} \
-            if isinstance(options, dict) else {}
+        preconditions = options.get('preconditions') if isinstance(options, dict) else None
+        preconditions = preconditions or {}
         if preconditions.get('uid') and preconditions['uid'] != stored['metadata']['uid']:
             raise conflict(rtype, name, 'Precondition failed: UID in precondition: '
                                         f'{preconditions["uid"]}, UID in object meta: '
@@ -907,11 +910,7 @@ class ApiServer(kmock.KubernetesEmulator):
         return []
 
     def _type_of_storage(self, storage: kmock.resource) -> ResourceType:
-        for rtype in self._types.values():
-            if rtype.storage == storage and rtype.version == storage.version \
-                    and rtype.group == storage.group:
-                return rtype
-        raise KeyError(storage)
+        return next(rtype for rtype in self._types.values() if rtype.storage == storage)
 
     def _delete_contents(self, rtype: ResourceType, stored: dict[str, Any]) -> None:
         for content_type, obj in self._contents(rtype, stored):

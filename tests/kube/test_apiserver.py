@@ -125,8 +125,8 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     srv = Server(tmp_path_factory.mktemp('apiserver'))
     srv.kubectl('apply', '-f', str(CRDS))
-    # kubectl cached discovery before the CRDs existed; its category expansion does not
-    # refresh by itself (as against a real server), api-resources does.
+    # kubectl cached discovery before the CRDs existed, and its category expansion reads that
+    # cache without refreshing it (`kubectl get gremesh-all` fails once); api-resources does.
     srv.kubectl('api-resources')
     srv.kubectl('apply', '-f', str(FIXTURES / 'secret.yaml'),
                 '-f', str(FIXTURES / 'dockerhost.yaml'))

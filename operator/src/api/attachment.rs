@@ -45,9 +45,12 @@ pub struct ContainerAttachmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$"))]
     pub interface: Option<String>,
-    /// The container's address on the mesh; must lie in the host's subnet. It is configured
-    /// with the prefix length of the mesh network, so the whole mesh is on-link.
-    pub address: Ipv4Addr,
+    /// The container's address on the mesh; must lie in the host's subnet. Unset: gremesh
+    /// allocates the lowest free address of the host's subnet (after the gateway) and keeps it
+    /// (recorded in status) for the life of the attachment. It is configured with the prefix
+    /// length of the mesh network, so the whole mesh is on-link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
     /// MAC address (default: derived from mesh and attachment names, stable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"))]
