@@ -350,7 +350,8 @@ pub async fn run_pass(
     })
 }
 
-fn target(inv: &Inventory, host: &str, opts: &PassOptions) -> Result<Target, String> {
+/// How to reach `host`, with its private key from the inventory's Secrets (or the override).
+pub fn target(inv: &Inventory, host: &str, opts: &PassOptions) -> Result<Target, String> {
     let h = inv
         .hosts
         .get(host)

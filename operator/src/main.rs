@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     command: args.command_timeout,
                 },
                 listen: args.listen,
+                docker_events: args.docker_events,
                 lease: args.leader_election.then_some(LeaseSettings {
                     namespace: args.lease_namespace,
                     name: args.lease_name,

@@ -248,6 +248,53 @@ impl Connection {
             })?
     }
 
+    /// Runs a long-lived `script` with `sh -s` and sends every line it prints to `lines` until
+    /// the script ends, the connection drops or the receiver is gone.
+    pub async fn follow_lines(
+        &self,
+        script: &str,
+        lines: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), SshError> {
+        use tokio::io::AsyncBufReadExt;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut child = self
+            .session
+            .command("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .await
+            .map_err(|e| SshError::Remote(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin().take() {
+            stdin
+                .write_all(script.as_bytes())
+                .await
+                .map_err(|e| SshError::Remote(e.to_string()))?;
+            stdin
+                .shutdown()
+                .await
+                .map_err(|e| SshError::Remote(e.to_string()))?;
+        }
+        let stdout = child
+            .stdout()
+            .take()
+            .ok_or_else(|| SshError::Remote("no stdout".into()))?;
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Some(line) = reader
+            .next_line()
+            .await
+            .map_err(|e| SshError::Remote(e.to_string()))?
+        {
+            if lines.send(line).await.is_err() {
+                break;
+            }
+        }
+        let _ = child.disconnect().await;
+        Ok(())
+    }
+
     /// How many remote scripts ran over this connection.
     pub fn round_trips(&self) -> u32 {
         self.round_trips.load(Ordering::Relaxed)

@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from conftest import HOSTS, STATE, apply, lab, mesh_yaml, write
+from conftest import STATE, apply, lab, mesh_yaml, write
 
 
 def sshd_extra(host, text):

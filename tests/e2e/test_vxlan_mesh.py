@@ -4,7 +4,7 @@ import subprocess
 import time
 
 from conftest import (HOSTS, LAB, apply, attachment_yaml, docker_exec, gremesh_links, in_container,
-                      lab, links, mesh_yaml, on_host, write)
+                      mesh_yaml, on_host, write)
 
 ADDRS = {"host-a": "10.10.1.10", "host-b": "10.10.2.10", "host-c": "10.10.3.10"}
 MTU = 1450

@@ -62,6 +62,10 @@ pub struct OperatorArgs {
     /// Lease duration.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     pub lease_duration: Duration,
+    /// Follow Docker's event stream on every host and re-attach containers as soon as they
+    /// start (the resync stays the safety net). `--docker-events=false` turns it off.
+    #[arg(long, env = "GREMESH_DOCKER_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub docker_events: bool,
     /// SSH connect timeout.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,

@@ -10,6 +10,7 @@
 //!   the Lease exits so it can never act beside the new leader.
 
 pub mod cluster;
+pub mod docker_events;
 pub mod leader;
 pub mod mesh;
 pub mod metrics;
@@ -114,6 +115,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Lease for leader election (`None`: no election, a single replica).
     pub lease: Option<LeaseSettings>,
+    /// Follow Docker's event stream on every host to re-attach restarted containers at once.
+    pub docker_events: bool,
 }
 
 /// Leader election settings.
@@ -226,6 +229,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .touched_objects()
         .predicate_filter(host_trigger_hash, Default::default());
     let store = reader.clone();
+    let events = if settings.docker_events {
+        futures::future::Either::Left(docker_events::follow(
+            client.clone(),
+            reader.clone(),
+            settings.namespace.clone(),
+            settings.timeouts,
+        ))
+    } else {
+        futures::future::Either::Right(futures::stream::empty())
+    };
 
     let controller = Controller::for_stream(meshes, reader)
         .watches_stream(attachments, |a: ContainerAttachment| {
@@ -243,6 +256,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 .map(|m| ObjectRef::from_obj(&*m))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(events)
         .shutdown_on_signal()
         .run(mesh::reconcile, error_policy, ctx)
         .for_each(|result| async move {
