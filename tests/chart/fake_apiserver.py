@@ -163,11 +163,18 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, _status(404, "NotFound", "nothing exists here"))
 
 
+class _Server(ThreadingHTTPServer):
+    # Helm fetches discovery in parallel; the default backlog of 5 drops connections, which
+    # then wait a second for the SYN retransmit.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class FakeApiServer:
     """Serves on 127.0.0.1:<free port> in a background thread."""
 
     def __init__(self):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.requests = []
         self.httpd.created = []
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
