@@ -231,6 +231,66 @@ pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()) + 1)
 }
 
+/// The part of a host subnet that Docker's IPAM hands out when the mesh has a Docker network:
+/// its upper half (attachments get addresses from the lower half).
+pub fn docker_ip_range(subnet: Ipv4Net) -> Ipv4Net {
+    let half = subnet.prefix_len() + 1;
+    let size = 1u32 << (32 - half);
+    Ipv4Net::new(Ipv4Addr::from(u32::from(subnet.network()) + size), half)
+        .expect("prefix at most /31")
+}
+
+/// A Docker network name checked to be 1–63 characters of `[A-Za-z0-9_.-]`, starting with a
+/// letter or digit: safe as a `docker` argument and in a shell.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NetworkName(String);
+
+impl NetworkName {
+    /// Checks and wraps a name.
+    pub fn new(name: &str) -> Option<Self> {
+        let ok = (1..=63).contains(&name.len())
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        ok.then(|| Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NetworkName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A mesh name checked to be an RFC 1123 label (what the CRD's `metadata.name` allows here).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MeshName(String);
+
+impl MeshName {
+    /// Checks and wraps a name.
+    pub fn new(name: &str) -> Option<Self> {
+        let b = name.as_bytes();
+        let ok = (1..=63).contains(&b.len())
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        ok.then(|| Self(name.to_owned()))
+    }
+}
+
+impl fmt::Display for MeshName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Why host subnets could not be assigned.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -70,6 +70,25 @@ pub struct MeshOnHost {
     pub isolated: bool,
     /// Container attachments on this host.
     pub attachments: Vec<AttachmentSpec>,
+    /// The Docker network over the mesh on this host, when the spec asks for one.
+    pub docker_network: Option<DockerNetworkSpec>,
+}
+
+/// A Docker network bound to the mesh bridge on one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerNetworkSpec {
+    /// Network name.
+    pub name: addressing::NetworkName,
+    /// The whole mesh network (Docker's `--subnet`), so every mesh address is on-link.
+    pub subnet: Ipv4Net,
+    /// What Docker hands out on this host (`--ip-range`): the upper half of its subnet.
+    pub ip_range: Ipv4Net,
+    /// The host's gateway on the bridge.
+    pub gateway: Ipv4Addr,
+    /// The mesh bridge.
+    pub bridge: IfName,
+    /// The mesh MTU.
+    pub mtu: u32,
 }
 
 /// The mesh bridge on one host.
@@ -230,7 +249,15 @@ pub fn allocate_addresses(
         .filter(|a| a.spec.mesh == mesh)
         .filter_map(|a| a.spec.address)
         .collect();
-    let usable = |a: Ipv4Addr| check_address_in_subnet_error(a, subnet).is_none();
+    let docker_range = inv
+        .meshes
+        .get(mesh)
+        .and_then(|m| m.spec.docker_network.as_ref())
+        .map(|_| addressing::docker_ip_range(subnet));
+    let usable = |a: Ipv4Addr| {
+        check_address_in_subnet_error(a, subnet).is_none()
+            && !docker_range.is_some_and(|r| r.contains(&a))
+    };
     let mut mine: Vec<(&String, &crate::api::ContainerAttachment)> = inv
         .attachments
         .iter()
@@ -382,15 +409,29 @@ pub fn mesh_on_host(
                 },
                 routes: a.spec.routes.iter().map(|r| (r.to, r.via)).collect(),
                 problem: match address {
-                    Some(address) => check_address_in_subnet_error(address, subnet),
+                    Some(address) => check_address_in_subnet_error(address, subnet).or_else(|| {
+                        let range = addressing::docker_ip_range(subnet);
+                        (spec.docker_network.is_some() && range.contains(&address)).then(|| {
+                            format!("{address} is in {range}, which the mesh's Docker network hands out")
+                        })
+                    }),
                     None => Some(format!("no free address left in {subnet}")),
                 },
             }
         })
         .collect();
+    let docker_network = spec.docker_network.as_ref().map(|n| DockerNetworkSpec {
+        name: addressing::NetworkName::new(&n.name).expect("validated"),
+        subnet: spec.network,
+        ip_range: addressing::docker_ip_range(subnet),
+        gateway: addressing::gateway(subnet),
+        bridge: bridge.name.clone(),
+        mtu: layout.mtu,
+    });
     Ok(Some(MeshOnHost {
         mesh: name.to_owned(),
         mtu: layout.mtu,
+        docker_network,
         bridge,
         tunnels,
         vxlan,

@@ -176,6 +176,31 @@ fn action_argv(action: &Action, ns: &Namespace) -> Vec<String> {
             &"dst",
             dst,
         ]),
+        Action::CreateDockerNetwork {
+            name,
+            mesh,
+            subnet,
+            ip_range,
+            gateway,
+            bridge,
+            mtu,
+        } => s(&[
+            &"docker",
+            &"network",
+            &"create",
+            &"--driver",
+            &"bridge",
+            &format!("--label=gremesh.io/mesh={mesh}"),
+            &format!("--subnet={subnet}"),
+            &format!("--ip-range={ip_range}"),
+            &format!("--gateway={gateway}"),
+            &format!("--opt=com.docker.network.bridge.name={bridge}"),
+            &format!("--opt=com.docker.network.driver.mtu={mtu}"),
+            &"--opt=com.docker.network.bridge.enable_ip_masquerade=false",
+            &"--",
+            name,
+        ]),
+        Action::RemoveDockerNetwork { name } => s(&[&"docker", &"network", &"rm", &"--", name]),
         Action::ReplaceRoute { dev, to, via } => {
             let mut v = s(&[&"ip", &"route", &"replace", to]);
             if let Some(via) = via {

@@ -261,6 +261,19 @@ fn check_mesh(c: &mut Checker, inv: &Inventory, name: &str, mesh: &GreMesh) {
     if spec.vxlan_port == Some(0) {
         c.push(K, name, "spec.vxlanPort", "must be between 1 and 65535");
     }
+    if let Some(net) = &spec.docker_network {
+        if addressing::NetworkName::new(&net.name).is_none() {
+            c.push(
+                K,
+                name,
+                "spec.dockerNetwork.name",
+                format!(
+                    "{} is not a Docker network name (1-63 characters of A-Z a-z 0-9 _ . -)",
+                    printable(&net.name)
+                ),
+            );
+        }
+    }
     check_mesh_network(c, name, mesh);
 }
 
@@ -383,6 +396,17 @@ fn check_meshes_sharing_hosts(c: &mut Checker, inv: &Inventory) {
                     format!(
                         "{} overlaps {} of mesh {a_name} on a shared host",
                         b.spec.network, a.spec.network
+                    ),
+                );
+            }
+            let net = |m: &GreMesh| m.spec.docker_network.as_ref().map(|n| n.name.clone());
+            if net(a).is_some() && net(a) == net(b) {
+                c.push(
+                    "GreMesh",
+                    b_name,
+                    "spec.dockerNetwork.name",
+                    format!(
+                        "Docker network name is already used by mesh {a_name} on a shared host"
                     ),
                 );
             }
@@ -573,6 +597,19 @@ fn check_attachment_fields(
             // Only pinned subnets are known without the hosts' previous state; an unpinned
             // host's subnet is checked again once assigned (see `desired`).
             check_address_in_subnet(c, name, address, subnet);
+            if mesh.spec.docker_network.is_some()
+                && addressing::docker_ip_range(subnet).contains(&address)
+            {
+                c.push(
+                    K,
+                    name,
+                    "spec.address",
+                    format!(
+                        "{address} is in {}, which the mesh's Docker network hands out",
+                        addressing::docker_ip_range(subnet)
+                    ),
+                );
+            }
         }
     }
     for (i, route) in spec.routes.iter().enumerate() {

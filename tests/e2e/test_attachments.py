@@ -152,3 +152,37 @@ def test_allocated_address_is_stable_and_conflicts_are_reported(running):
     time.sleep(5)
     assert c.get("containerattachment", "auto-c")["status"]["address"] == "10.30.3.2"
     assert eth1("host-c", "web-c")["addrs"] == ["10.30.3.2/16"]
+
+
+def network_ip(host, name):
+    return on_host(host, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                   name).stdout.strip()
+
+
+def test_docker_network_over_the_mesh(running):
+    """`docker run --network NAME` on two hosts: the containers reach each other directly;
+    deleting the mesh waits (with the reason) while containers are still connected."""
+    c = running
+    c.kubectl("apply", "-f", "-", stdin=mesh_doc(HOSTS) + "  dockerNetwork:\n    name: omnet\n")
+    c.wait_ready("gremesh", "om")
+    for h in ("a", "b"):
+        on_host(f"host-{h}", "docker", "rm", "-f", f"dn-{h}", check=False)
+        on_host(f"host-{h}", "docker", "run", "-d", "--name", f"dn-{h}", "--network", "omnet",
+                "--stop-signal", "KILL", "gremesh-lab/busybox:latest", "sleep", "1000000")
+    ip_b = network_ip("host-b", "dn-b")
+    assert ip_b.startswith("10.30.2.") and int(ip_b.split(".")[3]) >= 128, ip_b
+    assert on_host("host-a", "docker", "exec", "dn-a", "ping", "-c", "2", "-W", "2", ip_b).returncode == 0
+    mtu = json.loads(on_host("host-b", "docker", "exec", "dn-b", "cat", "/sys/class/net/eth0/mtu").stdout)
+    assert mtu == 1450
+
+    c.kubectl("delete", "gremesh", "om", "--wait=false")
+    time.sleep(6)
+    assert c.kubectl("get", "gremesh", "om", check=False).returncode == 0
+    events = c.kubectl("get", "events", "-o", "json").stdout
+    assert "CleanupBlocked" in events and "omnet" in events and "container" in events
+    for h in ("a", "b"):
+        on_host(f"host-{h}", "docker", "rm", "-f", f"dn-{h}")
+    assert wait_for(lambda: c.kubectl("get", "gremesh", "om", check=False).returncode != 0, timeout=60)
+    for h in HOSTS:
+        assert "omnet" not in on_host(h, "docker", "network", "ls", "--format", "{{.Name}}").stdout
+        assert gremesh_links(h) == []

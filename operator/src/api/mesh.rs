@@ -71,6 +71,20 @@ pub struct GreMeshSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub vxlan_port: Option<u16>,
+    /// A Docker network on every host, bound to the mesh bridge, so that
+    /// `docker run --network NAME` on any host gives a container an address on the mesh. Docker
+    /// hands out the upper half of each host's subnet; attachments get the lower half.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_network: Option<DockerNetwork>,
+}
+
+/// A Docker network over the mesh.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerNetwork {
+    /// Name of the Docker network on every host.
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"))]
+    pub name: String,
 }
 
 /// One member host of a mesh.

@@ -17,7 +17,9 @@ pub mod mesh;
 pub use attachment::{ContainerAttachment, ContainerAttachmentSpec, ContainerAttachmentStatus};
 pub use condition::Condition;
 pub use host::{DockerHost, DockerHostSpec, DockerHostStatus, SecretKeyRef};
-pub use mesh::{Encapsulation, GreMesh, GreMeshSpec, GreMeshStatus, LoopPrevention, MeshMember};
+pub use mesh::{
+    DockerNetwork, Encapsulation, GreMesh, GreMeshSpec, GreMeshStatus, LoopPrevention, MeshMember,
+};
 
 /// The API group of every gremesh kind.
 pub const GROUP: &str = "gremesh.io";

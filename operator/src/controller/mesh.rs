@@ -480,10 +480,18 @@ async fn cleanup(mesh: &GreMesh, ctx: &Context, ns: &str) -> Result<Action, Erro
     let report = run_pass(&inv, &opts, &|_, _| {})
         .await
         .map_err(|r| Error::Cleanup(r.to_string()))?;
+    // A host that failed, or a Docker network still in use, keeps the finalizer.
     let failed: BTreeMap<String, String> = report
         .hosts
         .iter()
-        .filter_map(|h| Some((h.host.clone(), h.error.clone()?)))
+        .filter_map(|h| {
+            let in_use = h
+                .issues
+                .iter()
+                .find(|i| i.reason == "NetworkInUse")
+                .map(|i| i.message.clone());
+            Some((h.host.clone(), h.error.clone().or(in_use)?))
+        })
         .collect();
     if !failed.is_empty() {
         let message = failed

@@ -83,7 +83,12 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
         .iter()
         .find(|i| i.mesh == mesh && i.attachment.is_none())
     {
-        return Some(("ForeignDevice", format!("{}: {}", h.host, i.message)));
+        let reason = if i.reason == "NetworkInUse" {
+            "NetworkInUse"
+        } else {
+            "ForeignDevice"
+        };
+        return Some((reason, format!("{}: {}", h.host, i.message)));
     }
     None
 }

@@ -32,6 +32,11 @@ ip -o link show type vxlan | while IFS=': ' read -r _ dev _; do
 done
 echo '@@docker'
 docker version --format '{{.Server.Version}}' 2>/dev/null || true
+echo '@@docker-networks'
+nets=$(docker network ls -q --filter label=gremesh.io/mesh 2>/dev/null)
+if [ -n "$nets" ]; then docker network inspect $nets 2>/dev/null || echo '[]'; else echo '[]'; fi
+echo '@@docker-network-names'
+docker network ls --format '{{.Name}}' 2>/dev/null || true
 echo '@@containers'
 ids=$(docker ps -aq --no-trunc 2>/dev/null)
 [ -z "$ids" ] || docker inspect --format '{{.Id}} {{.Name}} {{.State.Running}} {{.State.Pid}}' $ids
@@ -59,8 +64,33 @@ pub struct HostState {
     pub container_links: BTreeMap<String, Vec<Link>>,
     /// IPv4 routes inside each running container's namespace, by container ID.
     pub container_routes: BTreeMap<String, Vec<RouteEntry>>,
+    /// Docker networks labelled `gremesh.io/mesh`.
+    pub docker_networks: Vec<DockerNetworkState>,
+    /// Names of all Docker networks (to spot foreign ones in the way).
+    pub docker_network_names: Vec<String>,
     /// What the host can do.
     pub capabilities: HostCapabilities,
+}
+
+/// A gremesh-labelled Docker network as `docker network inspect` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DockerNetworkState {
+    /// Network name.
+    pub name: String,
+    /// Value of its `gremesh.io/mesh` label.
+    pub mesh: String,
+    /// IPAM subnet.
+    pub subnet: Option<Ipv4Net>,
+    /// IPAM range.
+    pub ip_range: Option<Ipv4Net>,
+    /// IPAM gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// The bridge it uses.
+    pub bridge: Option<String>,
+    /// The MTU option.
+    pub mtu: Option<u32>,
+    /// Containers connected to it.
+    pub containers: usize,
 }
 
 /// One IPv4 route as `ip -j route show` reports it.

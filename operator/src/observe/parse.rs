@@ -6,7 +6,9 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Container, FdbEntry, GreInfo, HostState, Link, RouteEntry, VxlanInfo};
+use super::{
+    Container, DockerNetworkState, FdbEntry, GreInfo, HostState, Link, RouteEntry, VxlanInfo,
+};
 
 /// The probe's output could not be understood.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +92,13 @@ pub fn parse_probe(output: &str) -> Result<HostState, ProbeError> {
     let docker = get("docker")?.trim();
     state.capabilities.docker_version = (!docker.is_empty()).then(|| docker.to_owned());
     state.containers = parse_containers(get("containers")?);
+    state.docker_networks = parse_networks(get("docker-networks")?)?;
+    state.docker_network_names = get("docker-network-names")?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
     for (header, body) in &sections {
         if let Some(dev) = header.strip_prefix("fdb ") {
             state.fdb.insert(dev.to_owned(), parse_fdb(header, body)?);
@@ -238,6 +247,32 @@ fn parse_routes(section: &str, body: &str) -> Result<Vec<RouteEntry>, ProbeError
         .collect())
 }
 
+fn parse_networks(body: &str) -> Result<Vec<DockerNetworkState>, ProbeError> {
+    let raw: Vec<Value> =
+        serde_json::from_str(body.trim()).map_err(|e| bad("docker-networks", e))?;
+    Ok(raw
+        .iter()
+        .map(|n| {
+            let ipam = n.pointer("/IPAM/Config/0");
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+            let opt = |key: &str| text(n.get("Options").and_then(|o| o.get(key)));
+            DockerNetworkState {
+                name: text(n.get("Name")).unwrap_or_default(),
+                mesh: text(n.pointer("/Labels/gremesh.io~1mesh")).unwrap_or_default(),
+                subnet: text(ipam.and_then(|c| c.get("Subnet"))).and_then(|s| s.parse().ok()),
+                ip_range: text(ipam.and_then(|c| c.get("IPRange"))).and_then(|s| s.parse().ok()),
+                gateway: text(ipam.and_then(|c| c.get("Gateway"))).and_then(|s| s.parse().ok()),
+                bridge: opt("com.docker.network.bridge.name"),
+                mtu: opt("com.docker.network.driver.mtu").and_then(|m| m.parse().ok()),
+                containers: n
+                    .get("Containers")
+                    .and_then(Value::as_object)
+                    .map_or(0, |c| c.len()),
+            }
+        })
+        .collect())
+}
+
 fn parse_containers(body: &str) -> Vec<Container> {
     body.lines()
         .filter_map(|line| {
@@ -273,6 +308,11 @@ yes
 [{"mac":"00:00:00:00:00:00","dst":"10.200.0.12","flags":["self"],"state":"permanent"}]
 @@docker
 20.10.24
+@@docker-networks
+[{"Name":"m1net","IPAM":{"Config":[{"Subnet":"10.10.0.0/16","IPRange":"10.10.1.128/25","Gateway":"10.10.1.1"}]},"Options":{"com.docker.network.bridge.name":"gm-1","com.docker.network.driver.mtu":"1450"},"Labels":{"gremesh.io/mesh":"m1"},"Containers":{"x":{}}}]
+@@docker-network-names
+none
+m1net
 @@containers
 abc123 /web-a true 4242
 def456 /web-b false 0
@@ -314,6 +354,13 @@ def456 /web-b false 0
         assert_eq!(s.container("web-a").unwrap().pid, 4242);
         assert!(!s.container("web-b").unwrap().running);
         assert_eq!(s.container_links["abc123"].len(), 1);
+        let net = &s.docker_networks[0];
+        assert_eq!(
+            (net.mesh.as_str(), net.mtu, net.containers),
+            ("m1", Some(1450), 1)
+        );
+        assert_eq!(net.ip_range, Some("10.10.1.128/25".parse().unwrap()));
+        assert_eq!(s.docker_network_names, ["none", "m1net"]);
         assert_eq!(
             s.container_routes["abc123"][0].gateway,
             Some("172.17.0.1".parse().unwrap())

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::addressing::{IfName, Mac, Marker, Role};
+use crate::addressing::{IfName, Mac, Marker, MeshName, NetworkName, Role};
 use crate::desired::{AttachmentSpec, MeshOnHost};
 use crate::observe::{Container, HostState, Link};
 
@@ -138,6 +138,18 @@ pub enum Action {
         to: Ipv4Net,
         via: Option<Ipv4Addr>,
     },
+    /// Create a Docker network bound to the mesh bridge, labelled with the mesh.
+    CreateDockerNetwork {
+        name: NetworkName,
+        mesh: MeshName,
+        subnet: Ipv4Net,
+        ip_range: Ipv4Net,
+        gateway: Ipv4Addr,
+        bridge: IfName,
+        mtu: u32,
+    },
+    /// Remove a Docker network gremesh created (only when no container is connected).
+    RemoveDockerNetwork { name: NetworkName },
 }
 
 /// One step of a plan: an action, where it runs, and which object it is for.
@@ -162,6 +174,8 @@ pub enum IssueReason {
     ContainerMissing,
     /// The attachment's address does not fit the host's subnet.
     AddressConflict,
+    /// A Docker network cannot be changed or removed while containers use it.
+    NetworkInUse,
 }
 
 impl fmt::Display for IssueReason {
@@ -171,6 +185,7 @@ impl fmt::Display for IssueReason {
             IssueReason::ContainerNotRunning => "ContainerNotRunning",
             IssueReason::ContainerMissing => "ContainerMissing",
             IssueReason::AddressConflict => "AddressConflict",
+            IssueReason::NetworkInUse => "NetworkInUse",
         })
     }
 }
@@ -210,6 +225,8 @@ struct Planner<'a> {
     plan: Plan,
     /// Host links deleted by the prune phase; later phases treat them as absent.
     deleted: BTreeSet<String>,
+    /// Docker networks removed by the prune phase.
+    removed_networks: BTreeSet<String>,
 }
 
 /// Plans one host. Pure.
@@ -219,12 +236,26 @@ pub fn plan_host(desired: &[MeshOnHost], state: &HostState, scope: &Scope) -> Pl
         scope,
         plan: Plan::default(),
         deleted: BTreeSet::new(),
+        removed_networks: BTreeSet::new(),
     };
     p.prune(desired, scope);
     for mesh in desired {
         p.mesh(mesh);
     }
     p.plan
+}
+
+/// Whether a Docker network has exactly the wanted settings.
+fn network_matches(
+    net: &crate::observe::DockerNetworkState,
+    want: &crate::desired::DockerNetworkSpec,
+) -> bool {
+    net.name == want.name.as_str()
+        && net.subnet == Some(want.subnet)
+        && net.ip_range == Some(want.ip_range)
+        && net.gateway == Some(want.gateway)
+        && net.bridge.as_deref() == Some(want.bridge.as_str())
+        && net.mtu == Some(want.mtu)
 }
 
 /// Whether a gretap link has exactly the tunnel's endpoints and key.
@@ -309,6 +340,40 @@ impl<'a> Planner<'a> {
 
     /// Removes gremesh devices of in-scope meshes that the desired state does not contain.
     fn prune(&mut self, desired: &[MeshOnHost], scope: &Scope) {
+        // Docker networks first: they sit on the bridges. A network still in use keeps its
+        // mesh's bridge alive.
+        let mut keep_bridges: BTreeSet<String> = BTreeSet::new();
+        for net in &self.state.docker_networks {
+            if !scope.meshes.contains(&net.mesh) {
+                continue;
+            }
+            let want = desired
+                .iter()
+                .find(|m| m.mesh == net.mesh)
+                .and_then(|m| m.docker_network.as_ref());
+            if want.is_some_and(|w| network_matches(net, w)) {
+                continue;
+            }
+            let Some(name) = NetworkName::new(&net.name) else {
+                continue;
+            };
+            if net.containers > 0 {
+                keep_bridges.insert(net.mesh.clone());
+                let message = format!(
+                    "Docker network {} has {} container(s) connected, so it is not {}; disconnect them to let gremesh proceed",
+                    net.name,
+                    net.containers,
+                    if want.is_some() { "recreated with the new settings" } else { "removed (nor its bridge)" }
+                );
+                self.issue(&net.mesh, None, IssueReason::NetworkInUse, message);
+                continue;
+            }
+            self.removed_networks.insert(net.name.clone());
+            self.host(
+                Action::RemoveDockerNetwork { name },
+                &format!("mesh {} docker network {}", net.mesh, net.name),
+            );
+        }
         let mut bridges = Vec::new();
         for link in &self.state.links {
             let Some(marker) = self.marker_of(link) else {
@@ -341,6 +406,9 @@ impl<'a> Planner<'a> {
             let object = format!("mesh {} stale {}", marker.mesh, link.name);
             self.deleted.insert(link.name.clone());
             if marker.role == Role::Bridge {
+                if keep_bridges.contains(&marker.mesh) {
+                    continue;
+                }
                 bridges.push((name, object));
             } else {
                 self.host(Action::DeleteLink { name }, &object);
@@ -364,6 +432,67 @@ impl<'a> Planner<'a> {
         for a in &m.attachments {
             self.attachment(m, a);
         }
+        if let Some(net) = &m.docker_network {
+            self.docker_network(m, net);
+        }
+    }
+
+    /// Creates the mesh's Docker network when it is missing (after the bridge exists).
+    fn docker_network(&mut self, m: &MeshOnHost, want: &crate::desired::DockerNetworkSpec) {
+        let existing = self
+            .state
+            .docker_networks
+            .iter()
+            .find(|n| n.name == want.name.as_str() && !self.removed_networks.contains(&n.name));
+        match existing {
+            Some(n) if n.mesh == m.mesh => return, // matching, or in use and reported by prune
+            Some(n) => {
+                let message = format!("Docker network {} belongs to mesh {}", n.name, n.mesh);
+                self.issue(&m.mesh, None, IssueReason::ForeignDevice, message);
+                return;
+            }
+            None => {}
+        }
+        let labelled = self
+            .state
+            .docker_networks
+            .iter()
+            .any(|n| n.name == want.name.as_str());
+        if !labelled
+            && self
+                .state
+                .docker_network_names
+                .iter()
+                .any(|n| n == want.name.as_str())
+        {
+            let message = format!(
+                "a Docker network named {} exists that gremesh did not create",
+                want.name
+            );
+            self.issue(&m.mesh, None, IssueReason::ForeignDevice, message);
+            return;
+        }
+        if self.state.capabilities.docker_version.is_none() {
+            let message = format!(
+                "Docker network {} needs a Docker engine, and none answers on this host",
+                want.name
+            );
+            self.issue(&m.mesh, None, IssueReason::ForeignDevice, message);
+            return;
+        }
+        let action = Action::CreateDockerNetwork {
+            name: want.name.clone(),
+            mesh: MeshName::new(&m.mesh).expect("validated mesh name"),
+            subnet: want.subnet,
+            ip_range: want.ip_range,
+            gateway: want.gateway,
+            bridge: want.bridge.clone(),
+            mtu: want.mtu,
+        };
+        self.host(
+            action,
+            &format!("mesh {} docker network {}", m.mesh, want.name),
+        );
     }
 
     /// Converges the bridge; false when a foreign device blocks the whole mesh on this host.
@@ -823,6 +952,7 @@ impl<'a> Planner<'a> {
             scope: self.scope,
             plan: Plan::default(),
             deleted: BTreeSet::new(),
+            removed_networks: BTreeSet::new(),
         };
         let current_name = inner
             .map(|i| i.name.clone())

@@ -290,6 +290,52 @@ impl Sim {
                 let e = self.state.fdb.entry(dev.to_string()).or_default();
                 e.retain(|x| x.dst != Some(*dst));
             }
+            Action::CreateDockerNetwork {
+                name,
+                mesh,
+                subnet,
+                ip_range,
+                gateway,
+                bridge,
+                mtu,
+            } => {
+                if self
+                    .state
+                    .docker_network_names
+                    .iter()
+                    .any(|n| n == name.as_str())
+                {
+                    return Err("network with name already exists".into());
+                }
+                if !self.state.links.iter().any(|l| l.name == bridge.as_str()) {
+                    return Err("bridge missing".into());
+                }
+                self.state.docker_network_names.push(name.to_string());
+                self.state
+                    .docker_networks
+                    .push(crate::observe::DockerNetworkState {
+                        name: name.to_string(),
+                        mesh: mesh.to_string(),
+                        subnet: Some(*subnet),
+                        ip_range: Some(*ip_range),
+                        gateway: Some(*gateway),
+                        bridge: Some(bridge.to_string()),
+                        mtu: Some(*mtu),
+                        containers: 0,
+                    });
+            }
+            Action::RemoveDockerNetwork { name } => {
+                let before = self.state.docker_networks.len();
+                self.state
+                    .docker_networks
+                    .retain(|n| n.name != name.as_str());
+                self.state
+                    .docker_network_names
+                    .retain(|n| n != name.as_str());
+                if before == self.state.docker_networks.len() {
+                    return Err("no such network".into());
+                }
+            }
             Action::ReplaceRoute { dev, to, via } => {
                 let Namespace::Container { id, .. } = ns else {
                     return Err("route on host".into());
@@ -324,6 +370,7 @@ fn base_state(containers: &[(String, bool)]) -> HostState {
     let mut state = HostState::default();
     state.capabilities.gretap = true;
     state.capabilities.vxlan = true;
+    state.capabilities.docker_version = Some("20.10.24".into());
     state.links.push(Link {
         name: "lo".into(),
         mtu: 65536,
@@ -390,6 +437,7 @@ struct Spec {
     mtu: Option<u32>,
     key: u32,
     attachments: Vec<(usize, u8)>,
+    docker_net: bool,
 }
 
 fn spec_yaml(mesh: &str, spec: &Spec, index: usize) -> String {
@@ -411,7 +459,8 @@ fn spec_yaml(mesh: &str, spec: &Spec, index: usize) -> String {
         spec.key,
         10 + index,
         if spec.stp { "stp" } else { "isolated" },
-        spec.mtu.map(|m| format!(", mtu: {m}")).unwrap_or_default(),
+        spec.mtu.map(|m| format!(", mtu: {m}")).unwrap_or_default()
+            + &if spec.docker_net { format!(", dockerNetwork: {{name: net{index}}}") } else { String::new() },
     ));
     for (container, host_octet) in &spec.attachments {
         y.push_str(&format!(
@@ -476,6 +525,7 @@ fn scope(n: usize) -> Scope {
             mtu: None,
             key: 1,
             attachments: (0..4).map(|c| (c, 2)).collect(),
+            docker_net: false,
         };
         inv.add_yaml(
             Path::new("gen.yaml"),
@@ -514,14 +564,16 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         proptest::option::of(1200u32..1500),
         1u32..5,
         proptest::collection::btree_map(0usize..4, 2u8..250, 0..4),
+        any::<bool>(),
     )
-        .prop_map(|(vxlan, stp, peers, mtu, key, atts)| Spec {
+        .prop_map(|(vxlan, stp, peers, mtu, key, atts, docker_net)| Spec {
             vxlan,
             stp,
             peers,
             mtu,
             key,
             attachments: atts.into_iter().collect(),
+            docker_net,
         })
 }
 
@@ -599,8 +651,13 @@ proptest! {
             let words = script::argv(step);
             for w in &words {
                 // Literal flags and the fixed rename script are the only words not from values.
-                if ["-t", "-n", "-c", script::RENAME_SCRIPT].contains(&w.as_str()) { continue; }
-                prop_assert!(!w.is_empty() && !w.starts_with('-') && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b)),
+                if ["-t", "-n", "-c", "--", "--driver", script::RENAME_SCRIPT].contains(&w.as_str()) { continue; }
+                // `--flag=value` words: a literal flag, then a value that must be safe.
+                let value = match w.strip_prefix("--") {
+                    Some(rest) => rest.split_once('=').map(|(_, v)| v).unwrap_or(""),
+                    None => w.as_str(),
+                };
+                prop_assert!(!value.is_empty() && !value.starts_with('-') && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/=-".contains(&b)),
                     "unsafe word {:?} in {:?}", w, words);
             }
         }
@@ -616,6 +673,7 @@ fn converged_host_gets_an_empty_plan_and_container_side_is_guarded() {
         mtu: None,
         key: 42,
         attachments: vec![(0, 10)],
+        docker_net: false,
     };
     let state = base_state(&[("c0".into(), true)]);
     let desired = desired_for(std::slice::from_ref(&spec), &state);
@@ -656,6 +714,7 @@ fn foreign_device_with_our_name_is_reported_not_touched() {
         mtu: None,
         key: 7,
         attachments: vec![],
+        docker_net: false,
     };
     let mut state = base_state(&[]);
     let tunnel = crate::addressing::tunnel_name("m0", "host-b");
@@ -684,6 +743,7 @@ fn wrong_gre_key_is_recreated() {
         mtu: None,
         key: 7,
         attachments: vec![],
+        docker_net: false,
     };
     let state = base_state(&[]);
     let desired = desired_for(&[spec], &state);
@@ -717,6 +777,7 @@ fn stopped_container_gets_an_issue_and_no_container_step() {
         mtu: None,
         key: 1,
         attachments: vec![(0, 10)],
+        docker_net: false,
     };
     let state = base_state(&[("c0".into(), false)]);
     let plan = plan_host(&desired_for(&[spec], &state), &state, &scope(1));
@@ -746,6 +807,7 @@ fn interrupted_vxlan_of_other_mesh_with_same_vni_is_replaced_first() {
         mtu: None,
         key,
         attachments: vec![],
+        docker_net: false,
     };
     let old = [sp(false, 1), sp(true, 1)];
     let new = [sp(true, 1), sp(true, 2)];
