@@ -11,6 +11,7 @@ command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \

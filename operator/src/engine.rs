@@ -149,6 +149,10 @@ pub struct MeshHostReport {
     pub tunnels_up: u32,
     /// Tunnels expected.
     pub tunnels_expected: u32,
+    /// Bridge name.
+    pub bridge: String,
+    /// Peers whose tunnel is up.
+    pub peers_up: Vec<String>,
 }
 
 /// An attachment as found after the pass.
@@ -552,13 +556,15 @@ async fn converge_observed(
 fn summarize(report: &mut HostReport, desired: &[MeshOnHost], state: &HostState, plan: &Plan) {
     report.issues = plan.issues.iter().map(IssueReport::from).collect();
     for m in desired {
-        let (up, expected) = tunnel_health(m, state);
+        let up = peers_up(m, state);
         report.meshes.push(MeshHostReport {
             mesh: m.mesh.clone(),
             subnet: m.bridge.subnet,
             gateway: m.bridge.address.addr(),
-            tunnels_up: up,
-            tunnels_expected: expected,
+            tunnels_up: up.len() as u32,
+            tunnels_expected: tunnels_expected(m),
+            bridge: m.bridge.name.to_string(),
+            peers_up: up,
         });
         for a in &m.attachments {
             let Some(c) = state.container(&a.container).filter(|c| c.running) else {
@@ -581,41 +587,38 @@ fn summarize(report: &mut HostReport, desired: &[MeshOnHost], state: &HostState,
     }
 }
 
-/// Tunnels of a mesh on a host that exist with the right parameters, sit on the bridge and are
-/// up, against how many are expected.
-pub fn tunnel_health(m: &MeshOnHost, state: &HostState) -> (u32, u32) {
+/// Peers of a mesh on a host whose tunnel exists with the right parameters, sits on the bridge
+/// and is up (for VXLAN: the device is right and has the peer's flood entry).
+pub fn peers_up(m: &MeshOnHost, state: &HostState) -> Vec<String> {
     let on_bridge = |name: &str| {
         state
             .link(name)
             .filter(|l| l.up && l.master.as_deref() == Some(m.bridge.name.as_str()))
     };
     if let Some(v) = &m.vxlan {
-        let Some(dev) = on_bridge(v.name.as_str()) else {
-            return (0, v.peers.len() as u32);
-        };
-        let ok_dev = dev
-            .vxlan
-            .as_ref()
-            .is_some_and(|x| x.id == v.vni && x.port == v.port);
+        let ok_dev = on_bridge(v.name.as_str()).is_some_and(|d| {
+            d.vxlan
+                .as_ref()
+                .is_some_and(|x| x.id == v.vni && x.port == v.port)
+        });
         let floods = state
             .fdb
             .get(v.name.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let up = v
+        return v
             .peers
-            .values()
-            .filter(|dst| {
+            .iter()
+            .filter(|(_, dst)| {
                 ok_dev
                     && floods
                         .iter()
                         .any(|e| e.mac == "00:00:00:00:00:00" && e.dst == Some(**dst))
             })
-            .count();
-        return (up as u32, v.peers.len() as u32);
+            .map(|(peer, _)| peer.clone())
+            .collect();
     }
-    let up = m
-        .tunnels
+    m.tunnels
         .iter()
         .filter(|t| {
             on_bridge(t.name.as_str()).is_some_and(|l| {
@@ -624,8 +627,13 @@ pub fn tunnel_health(m: &MeshOnHost, state: &HostState) -> (u32, u32) {
                 })
             })
         })
-        .count();
-    (up as u32, m.tunnels.len() as u32)
+        .map(|t| t.peer.clone())
+        .collect()
+}
+
+/// Expected tunnels of a mesh on a host (one per peer).
+fn tunnels_expected(m: &MeshOnHost) -> u32 {
+    m.vxlan.as_ref().map_or(m.tunnels.len(), |v| v.peers.len()) as u32
 }
 
 /// What the apply script reported.

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod engine;
+pub mod graph;
 pub mod manifest;
 pub mod observe;
 pub mod plan;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use gremesh::cli::output::{summary, ProgressView};
-use gremesh::cli::{Cli, Command, OutputFormat, PassArgs};
+use gremesh::cli::{Cli, Command, GraphArgs, OutputFormat, PassArgs};
 use gremesh::controller::{LeaseSettings, Settings};
 use gremesh::engine::{run_pass, PassOptions};
 use gremesh::manifest::Inventory;
@@ -75,9 +75,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             gremesh::controller::run(settings).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Graph(args) => graph(args).await,
         Command::Plan(args) => pass(args, false).await,
         Command::Apply(args) => pass(args, true).await,
     }
+}
+
+async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
+    let (inventory, report) = if args.cluster {
+        let client = kube::Client::try_default().await?;
+        let inventory =
+            gremesh::controller::cluster::inventory(&client, &args.namespace, &Default::default())
+                .await?;
+        let report = gremesh::controller::cluster::report_from_status(&inventory);
+        (inventory, report)
+    } else {
+        let inventory = Inventory::load(&args.files)?;
+        let identity_override = match &args.identity {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read --identity {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let opts = PassOptions {
+            apply: false,
+            identity_override,
+            ..PassOptions::default()
+        };
+        match run_pass(&inventory, &opts, &|_, _| {}).await {
+            Ok(report) => (inventory, report),
+            Err(rejected) => {
+                eprintln!("{rejected}");
+                return Ok(ExitCode::from(EXIT_REJECTED));
+            }
+        }
+    };
+    print!("{}", gremesh::graph::render(&inventory, &report));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {

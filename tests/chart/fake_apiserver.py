@@ -8,14 +8,20 @@ render, 404 for every GET of a named object (nothing exists yet), an empty list 
 list, and 201 with the object echoed back for every create. The manifest Helm rendered comes
 back in the install result, so the tests read the real engine's output.
 
-It binds to 127.0.0.1 on a free port and serves until `stop()`.
+It binds to 127.0.0.1 on a free port and serves until `stop()`. Run as a program
+(`python3 fake_apiserver.py PORTFILE`) it serves until killed and writes its port to
+PORTFILE; tests/image uses that to start the operator image with the chart's arguments.
 """
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.4", "platform": "linux/amd64"}
+KUBE_VERSION = {
+    "major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "fake",
+    "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23",
+    "compiler": "gc", "platform": "linux/amd64",
+}
 
 # group/version -> [(plural, kind, namespaced)]
 RESOURCES = {
@@ -201,3 +207,14 @@ class FakeApiServer:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    server = FakeApiServer()
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(server.httpd.server_address[1]))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+    server.thread.join()

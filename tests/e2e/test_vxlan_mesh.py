@@ -112,3 +112,17 @@ def test_bulk_transfers_complete_both_ways(fresh, tmp_path):
                               f"wget -q -O /tmp/{f} http://{ADDRS[dst]}:8080/{f} && wc -c < /tmp/{f}",
                               timeout=60).stdout.strip()
             assert int(out) == size, (src, dst, f, out)
+
+
+def test_graph_renders_the_mesh_with_tunnels_up(fresh, tmp_path):
+    """`gremesh graph` gives DOT that Graphviz parses, with every tunnel of the mesh up."""
+    manifest = three_host_mesh(tmp_path)
+    apply(manifest)
+    from conftest import HOSTS_YAML, gremesh
+    res = gremesh("graph", "-f", str(HOSTS_YAML), "-f", str(manifest))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count('label="up"') == 3 and 'label="down"' not in res.stdout, res.stdout
+    for addr in ADDRS.values():
+        assert addr in res.stdout
+    svg = subprocess.run(["dot", "-Tsvg"], input=res.stdout, capture_output=True, text=True, check=True)
+    assert "<svg" in svg.stdout

@@ -52,6 +52,7 @@ brought_up=0
 work=$(mktemp -d /tmp/gremesh-imgtest.XXXXXX)
 cleanup() {
   set +e
+  [[ -z ${api_pid:-} ]] || kill "$api_pid" 2>/dev/null
   if [[ -e /var/run/netns/gmlab-host-a ]]; then
     local h
     for h in "${HOSTS[@]}"; do
@@ -63,6 +64,7 @@ for link in json.load(sys.stdin):
     if link.get("ifalias", "").startswith("gremesh:'"$MESH"':"):
         print(link["ifname"])' | while read -r dev; do on "$h" ip link del dev "$dev" 2>/dev/null; done
     done
+    dk rm -f "$MESH-operator" >/dev/null 2>&1
     if [[ ${KEEP_IMAGE:-0} != 1 ]]; then
       dk rmi -f "$IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
     fi
@@ -75,7 +77,9 @@ for link in json.load(sys.stdin):
 }
 trap cleanup EXIT
 
-if ! "$LAB" status >/dev/null 2>&1; then
+# Only a lab that is entirely absent is this test's to bring up and take down; one that
+# exists, even partly or while a host restarts, belongs to someone else and is left alone.
+if [[ ! -d $STATE ]] && ! compgen -G '/var/run/netns/gmlab-*' >/dev/null; then
   log "lab is not up: bringing up ${#HOSTS[@]} hosts (taken down again at the end)"
   brought_up=1
   "$LAB" up "${#HOSTS[@]}" >/dev/null
@@ -254,6 +258,85 @@ if apply >"$work/apply2.json" 2>"$work/apply2.err" &&
 else
   bad "second apply from the image" "steps applied: ${steps:-?}; $(tail -n 5 "$work/apply2.err")"
 fi
+
+# ------------------------------------------------------------------ as the chart runs it
+
+# The operator with the Helm chart's arguments and environment (rendered by the real Helm
+# engine, tests/chart/helm.py) and its security settings, against a minimal API stand-in
+# (tests/chart/fake_apiserver.py) on host-a's loopback: its probes and metrics must answer.
+operator_check() {
+  local port=18080 apiport='' i code
+  if ! python3 -c 'import helm_sdkpy' 2>/dev/null; then
+    log "SKIP operator with the chart's settings: helm-sdkpy is not installed (tests/deploy.sh installs it)"
+    return 0
+  fi
+  python3 - "$work/chart" "$port" <<'PY' || { bad "render the chart's Deployment"; return 0; }
+import json, sys
+sys.path.insert(0, "tests/chart")
+import helm
+out, port = sys.argv[1], int(sys.argv[2])
+r = helm.render({"watchNamespace": "meshes", "replicaCount": 2, "metrics": {"port": port}})
+pod = r.one("Deployment")["spec"]["template"]["spec"]
+c = pod["containers"][0]
+with open(out + ".args", "w") as f:
+    f.write("\0".join(c["args"]) + "\0")
+with open(out + ".env", "w") as f:
+    f.write("".join(f"{e['name']}={e['value']}\0" for e in c["env"] if "value" in e))
+sc, psc = c["securityContext"], pod["securityContext"]
+assert psc["runAsUser"] == 65532 and psc["runAsGroup"] == 65532 and sc["readOnlyRootFilesystem"]
+assert sc["capabilities"]["drop"] == ["ALL"] and not sc["allowPrivilegeEscalation"]
+PY
+  local -a args=() envs=()
+  mapfile -d '' args <"$work/chart.args"
+  mapfile -d '' envs <"$work/chart.env"
+  local -a envflags=(-e POD_NAME=imgtest-operator-0 -e POD_NAMESPACE=gremesh-system
+    -e KUBECONFIG=/kube/config)
+  for e in "${envs[@]}"; do envflags+=(-e "$e"); done
+
+  # started directly (not through a function) so that $! is the server itself: lab.sh sh
+  # execs into it
+  "$LAB" sh "$BUILD_HOST" python3 tests/chart/fake_apiserver.py "$work/apiport" >/dev/null 2>&1 &
+  api_pid=$!
+  for ((i = 0; i < 50; i++)); do [[ -s $work/apiport ]] && break; sleep 0.1; done
+  apiport=$(cat "$work/apiport" 2>/dev/null || true)
+  [[ -n $apiport ]] || { bad "API stand-in on host-a"; return 0; }
+  mkdir -p "$work/kube"
+  printf 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "http://127.0.0.1:%s"}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\ncurrent-context: c\n' \
+    "$apiport" >"$work/kube/config"
+  chmod 0755 "$work/kube"; chmod 0644 "$work/kube/config"
+  dk rm -f "$MESH-operator" >/dev/null 2>&1 || true
+  dk run -d --name "$MESH-operator" --network host --user 65532:65532 "${hardened[@]}" \
+    -v "$work/kube:/kube:ro" "${envflags[@]}" "$IMAGE" "${args[@]}" >/dev/null
+  probe() { # probe PATH -> "CODE BODY"
+    on "$BUILD_HOST" python3 -c 'import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:'"$port"'" + sys.argv[1], timeout=2)
+    print(r.status, r.read().decode()[:4000])
+except urllib.error.HTTPError as e:
+    print(e.code, "")
+except Exception:
+    print(0, "")' "$1"
+  }
+  for ((i = 0; i < 50; i++)); do
+    code=$(probe /readyz | cut -d' ' -f1)
+    [[ $code == 200 ]] && break
+    sleep 0.2
+  done
+  local health ready metrics
+  health=$(probe /healthz); ready=$(probe /readyz); metrics=$(probe /metrics)
+  if [[ $health == "200 ok" && $ready == "200 ready" && $metrics == 200* ]] &&
+    grep -q 'gremesh_' <<<"$metrics" &&
+    [[ $(dk inspect --format '{{.State.Running}}' "$MESH-operator") == true ]]; then
+    ok "operator with the chart's arguments (${args[*]}): /healthz, /readyz and /metrics answer"
+  else
+    bad "operator with the chart's arguments" "healthz: $health; readyz: $ready; metrics: ${metrics:0:200}
+$(dk logs --tail 20 "$MESH-operator" 2>&1)"
+  fi
+  dk rm -f "$MESH-operator" >/dev/null 2>&1 || true
+  kill "$api_pid" 2>/dev/null || true
+  wait "$api_pid" 2>/dev/null || true
+}
+operator_check
 
 log "done in $((SECONDS - T0))s"
 finish

@@ -31,8 +31,29 @@ pub enum Command {
     Apply(PassArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Print the meshes as a Graphviz DOT graph (hosts, tunnels up/down, attached containers),
+    /// from a read-only probe of the hosts in the manifests (`-f`), or from the cluster's
+    /// status (`--cluster`). Render with `dot -Tsvg`.
+    Graph(GraphArgs),
     /// Run the Kubernetes controller (uses the in-cluster config or $KUBECONFIG).
     Operator(OperatorArgs),
+}
+
+/// Arguments of `gremesh graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Manifest files or folders; their hosts are probed read-only over SSH.
+    #[arg(short = 'f', long = "filename", required_unless_present = "cluster")]
+    pub files: Vec<PathBuf>,
+    /// Private key file to use for every host instead of the referenced Secrets.
+    #[arg(short = 'i', long)]
+    pub identity: Option<PathBuf>,
+    /// Read meshes and their status from the cluster ($KUBECONFIG) instead of probing hosts.
+    #[arg(long, conflicts_with = "files")]
+    pub cluster: bool,
+    /// Namespace to read with `--cluster`.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
 }
 
 /// Arguments of `gremesh operator`.

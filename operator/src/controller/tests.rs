@@ -212,6 +212,8 @@ fn report(host_error: Option<&str>) -> PassReport {
                 gateway: "10.10.1.1".parse().unwrap(),
                 tunnels_up: 0,
                 tunnels_expected: 0,
+                bridge: "gm-1".into(),
+                peers_up: vec![],
             }],
             ..HostReport::default()
         }],
