@@ -11,7 +11,7 @@
 # The last line is "N passed, M failed" over all three; the exit status is 0 only when
 # nothing failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[deploy] %s\n' "$*" >&2; }
@@ -24,9 +24,8 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v strip >/dev/null || missing+=(binutils)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
-  apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update >/dev/null 2>&1; apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } ||
-    log "apt-get install ${missing[*]} failed"
+  install() { apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; }
+  install || { apt-get update >/dev/null 2>&1; install; } || log "apt-get install failed"
 fi
 if ! python3 -c 'import helm_sdkpy, kubernetes_validate, jsonschema, yaml, pytest' 2>/dev/null; then
   log "installing tests/chart/requirements.txt"

@@ -72,6 +72,8 @@ pub struct MeshOnHost {
     pub attachments: Vec<AttachmentSpec>,
     /// The Docker network over the mesh on this host, when the spec asks for one.
     pub docker_network: Option<DockerNetworkSpec>,
+    /// Every peer's gateway on the mesh, pinged across the tunnels as a health check.
+    pub peer_gateways: BTreeMap<String, Ipv4Addr>,
 }
 
 /// A Docker network bound to the mesh bridge on one host.
@@ -301,6 +303,28 @@ pub fn allocate_addresses(
     out
 }
 
+/// Gateways of `host`'s peers that are known before any host is observed (pinned subnets, or
+/// the subnets the mesh status recorded), for the health check of the observe round trip.
+pub fn known_peer_gateways(inv: &Inventory, host: &str) -> Vec<Ipv4Addr> {
+    let mut out = std::collections::BTreeSet::new();
+    for mesh in inv.meshes.values() {
+        if !mesh.spec.hosts.iter().any(|m| m.name == host) {
+            continue;
+        }
+        for member in mesh.spec.hosts.iter().filter(|m| m.name != host) {
+            let recorded = mesh
+                .status
+                .as_ref()
+                .and_then(|st| st.hosts.iter().find(|h| h.name == member.name))
+                .and_then(|h| h.subnet);
+            if let Some(subnet) = member.subnet.or(recorded) {
+                out.insert(addressing::gateway(subnet));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// The underlay MTU a host's status last recorded.
 fn last_known_mtu(inv: &Inventory, host: &str) -> Option<u32> {
     inv.hosts
@@ -428,9 +452,16 @@ pub fn mesh_on_host(
         bridge: bridge.name.clone(),
         mtu: layout.mtu,
     });
+    let peer_gateways = layout
+        .subnets
+        .iter()
+        .filter(|(h, _)| h.as_str() != host)
+        .map(|(h, s)| (h.clone(), addressing::gateway(*s)))
+        .collect();
     Ok(Some(MeshOnHost {
         mesh: name.to_owned(),
         mtu: layout.mtu,
+        peer_gateways,
         docker_network,
         bridge,
         tunnels,

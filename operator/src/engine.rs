@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::desired::{self, MeshLayout, MeshOnHost};
 use crate::manifest::Inventory;
-use crate::observe::{parse_probe, HostState, PROBE};
+use crate::observe::{parse_probe, probe_with_health, HostState};
 use crate::plan::{plan_host, Issue, Plan, Scope};
 use crate::script::{self, apply_script, PROBE_MARK};
 use crate::ssh::{Connection, SshError, Target, Timeouts};
@@ -153,6 +153,9 @@ pub struct MeshHostReport {
     pub bridge: String,
     /// Peers whose tunnel is up.
     pub peers_up: Vec<String>,
+    /// Peers whose tunnel device is up but that did not answer across it (the underlay may
+    /// block the encapsulation).
+    pub peers_unanswered: Vec<String>,
 }
 
 /// An attachment as found after the pass.
@@ -413,7 +416,8 @@ async fn observe_host(
         let conn = Connection::open(&target, opts.timeouts)
             .await
             .map_err(|e| e.to_string())?;
-        let out = match conn.run_script(PROBE, opts.timeouts.command).await {
+        let probe = probe_with_health(&desired::known_peer_gateways(inv, host), 1);
+        let out = match conn.run_script(&probe, opts.timeouts.command).await {
             Ok(out) => out,
             Err(e) => {
                 work.report.round_trips = conn.round_trips();
@@ -523,7 +527,10 @@ async fn converge_observed(
             },
         );
         let out = conn
-            .run_script(&apply_script(&final_plan), opts.timeouts.command)
+            .run_script(
+                &apply_script(&final_plan, &health_targets(&desired)),
+                opts.timeouts.command,
+            )
             .await
             .map_err(|e: SshError| e.to_string())?;
         let outcome = parse_apply_output(&out);
@@ -557,6 +564,10 @@ fn summarize(report: &mut HostReport, desired: &[MeshOnHost], state: &HostState,
     report.issues = plan.issues.iter().map(IssueReport::from).collect();
     for m in desired {
         let up = peers_up(m, state);
+        let unanswered: Vec<String> = devices_up(m, state)
+            .into_iter()
+            .filter(|p| !up.contains(p))
+            .collect();
         report.meshes.push(MeshHostReport {
             mesh: m.mesh.clone(),
             subnet: m.bridge.subnet,
@@ -565,6 +576,7 @@ fn summarize(report: &mut HostReport, desired: &[MeshOnHost], state: &HostState,
             tunnels_expected: tunnels_expected(m),
             bridge: m.bridge.name.to_string(),
             peers_up: up,
+            peers_unanswered: unanswered,
         });
         for a in &m.attachments {
             let Some(c) = state.container(&a.container).filter(|c| c.running) else {
@@ -587,9 +599,33 @@ fn summarize(report: &mut HostReport, desired: &[MeshOnHost], state: &HostState,
     }
 }
 
+/// Every peer gateway of the host's meshes.
+fn health_targets(desired: &[MeshOnHost]) -> Vec<std::net::Ipv4Addr> {
+    let set: BTreeSet<std::net::Ipv4Addr> = desired
+        .iter()
+        .flat_map(|m| m.peer_gateways.values().copied())
+        .collect();
+    set.into_iter().collect()
+}
+
 /// Peers of a mesh on a host whose tunnel exists with the right parameters, sits on the bridge
 /// and is up (for VXLAN: the device is right and has the peer's flood entry).
 pub fn peers_up(m: &MeshOnHost, state: &HostState) -> Vec<String> {
+    let answered = |peer: &str| {
+        m.peer_gateways
+            .get(peer)
+            .and_then(|gw| state.health.get(gw))
+            .copied()
+            .unwrap_or(true)
+    };
+    devices_up(m, state)
+        .into_iter()
+        .filter(|p| answered(p))
+        .collect()
+}
+
+/// Peers whose tunnel device is right and up, whatever the health check says.
+pub fn devices_up(m: &MeshOnHost, state: &HostState) -> Vec<String> {
     let on_bridge = |name: &str| {
         state
             .link(name)

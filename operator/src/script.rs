@@ -8,7 +8,7 @@
 //! remote command (`sh -s`): no spec value is ever part of the SSH command line.
 
 use crate::addressing::IfName;
-use crate::observe::PROBE;
+use crate::observe::probe_with_health;
 use crate::plan::{Action, Namespace, Plan, Step};
 
 /// The fixed script that renames a link (it must be down first); arguments are `$1`, `$2`.
@@ -230,7 +230,7 @@ pub fn describe(step: &Step) -> String {
 
 /// The whole apply script: every step in order, stopping at the first failure, then the
 /// probe so the state after the change comes back in the same round trip.
-pub fn apply_script(plan: &Plan) -> String {
+pub fn apply_script(plan: &Plan, health: &[std::net::Ipv4Addr]) -> String {
     let mut script = String::from(PRELUDE);
     script.push_str("apply() {\n");
     for (n, step) in plan.steps.iter().enumerate() {
@@ -239,7 +239,8 @@ pub fn apply_script(plan: &Plan) -> String {
     }
     script.push_str("}\napply\n");
     script.push_str(&format!("echo '{PROBE_MARK}'\n"));
-    script.push_str(PROBE);
+    // Peers may still be converging: give each health ping a few tries.
+    script.push_str(&probe_with_health(health, 3));
     script
 }
 

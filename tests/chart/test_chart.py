@@ -266,7 +266,8 @@ def test_rbac_in_one_namespace_is_a_role_there():
                                     {"replicaCount": 2, "watchNamespace": WATCHED}])
 def test_rbac_lease_role_only_in_the_release_namespace(values):
     r = render(values)
-    lease_roles = [d for d in r.of_kind("Role") if d["metadata"]["name"].endswith("-leader-election")]
+    lease_roles = [d for d in r.of_kind("Role")
+                   if d["metadata"]["name"].endswith("-leader-election")]
     assert len(lease_roles) == 1
     role = lease_roles[0]
     assert role["metadata"]["namespace"] == NAMESPACE
@@ -410,7 +411,9 @@ def test_rendered_crds_equal_crds_gremesh_yaml_and_are_kept():
     for crd in expected:
         rendered = by_name[crd["metadata"]["name"]]
         meta = dict(rendered["metadata"])
-        assert meta.pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert meta.pop("annotations") == {
+            "helm.sh/resource-policy": "keep",
+            "argocd.argoproj.io/sync-options": "Delete=false,Prune=false"}
         assert meta.pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
         assert {**rendered, "metadata": meta} == crd
 

@@ -126,3 +126,31 @@ def test_graph_renders_the_mesh_with_tunnels_up(fresh, tmp_path):
         assert addr in res.stdout
     svg = subprocess.run(["dot", "-Tsvg"], input=res.stdout, capture_output=True, text=True, check=True)
     assert "<svg" in svg.stdout
+
+
+def test_blocked_encapsulation_marks_exactly_that_pair_down(fresh, tmp_path):
+    """S14 (VXLAN half): host-b drops VXLAN from host-a only. Devices are built, but the pair's
+    health check fails: exactly host-a/host-b is reported down, with a hint, and the mesh is
+    not ready; when the firewall rule goes, the next pass reports it up again."""
+    manifest = three_host_mesh(tmp_path)
+    rule = ["INPUT", "-p", "udp", "--dport", "4789", "-s", "10.200.0.11", "-j", "DROP"]
+    on_host("host-b", "iptables", "-A", *rule)
+    try:
+        res, report = apply(manifest, check=False)
+        assert res.returncode == 0, res.stderr  # no host failed: devices were built
+        assert not report["meshes"][0]["ready"]
+        up = {h["host"]: set(h["meshes"][0]["peersUp"]) for h in report["hosts"]}
+        unanswered = {h["host"]: set(h["meshes"][0]["peersUnanswered"]) for h in report["hosts"]}
+        assert up == {"host-a": {"host-c"}, "host-b": {"host-c"}, "host-c": {"host-a", "host-b"}}, up
+        assert unanswered["host-a"] == {"host-b"} and unanswered["host-b"] == {"host-a"}, unanswered
+        text = gremesh_text(manifest)
+        assert "no answer across the tunnel to host-b" in text
+    finally:
+        on_host("host-b", "iptables", "-D", *rule)
+    _, report = apply(manifest)
+    assert report["meshes"][0]["ready"]
+
+
+def gremesh_text(manifest):
+    from conftest import HOSTS_YAML, gremesh
+    return gremesh("apply", "-f", str(HOSTS_YAML), "-f", str(manifest)).stdout

@@ -3,12 +3,14 @@
 # debootstrap (OpenSSH client included) is imported into lab host-a's Docker engine, the
 # repository's Dockerfile is built there FROM it with a prebuilt gremesh binary, and the image
 # is run the way the Helm chart runs it (uid 65532, read-only root, tmpfs /tmp, no
-# capabilities): --version, `gremesh crd`, and a `gremesh apply` of a VXLAN mesh over three
-# lab hosts, checked with pings across the mesh and a second apply that changes nothing.
+# capabilities): --version, `gremesh crd`, a `gremesh apply` of a VXLAN mesh over three lab
+# hosts (checked with pings across the mesh and a second apply that changes nothing), and
+# `gremesh operator` with the arguments and environment the chart renders, against a minimal
+# API stand-in, until its /healthz, /readyz and /metrics answer.
 #
-# Needs root. Uses the lab when it is up (tests/run starts it) and leaves it as it was; brings
-# up three hosts itself, and takes them down again, when it is not. Its mesh, containers and
-# images have their own names (imgtest*), and are removed at the end.
+# Needs root. Uses the lab when it exists (tests/run starts it) and leaves it as it was; when
+# there is no lab at all it brings up three hosts itself and takes them down at the end. Its
+# mesh, containers and images have their own names (imgtest*) and are removed at the end.
 #
 # Environment:
 #   GREMESH_BIN          binary to put in the image (default: the newer of target/release
@@ -37,7 +39,11 @@ passed=0
 failed=0
 log() { printf '[image] %s\n' "$*" >&2; }
 ok() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
-bad() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; [[ -z ${2:-} ]] || printf '%s\n' "$2" | sed 's/^/     /'; }
+bad() { # bad NAME [DETAIL]
+  failed=$((failed + 1))
+  printf 'FAIL %s\n' "$1"
+  [[ -z ${2:-} ]] || printf '%s\n' "$2" | sed 's/^/     /'
+}
 finish() {
   printf '%s passed, %s failed\n' "$passed" "$failed"
   ((failed == 0))
@@ -62,7 +68,9 @@ cleanup() {
 import json, sys
 for link in json.load(sys.stdin):
     if link.get("ifalias", "").startswith("gremesh:'"$MESH"':"):
-        print(link["ifname"])' | while read -r dev; do on "$h" ip link del dev "$dev" 2>/dev/null; done
+        print(link["ifname"])' | while read -r dev; do
+        on "$h" ip link del dev "$dev" 2>/dev/null
+      done
     done
     dk rm -f "$MESH-operator" >/dev/null 2>&1
     if [[ ${KEEP_IMAGE:-0} != 1 ]]; then
@@ -134,8 +142,9 @@ else
   unmount_below "$rootfs"
   rm -rf "$rootfs"
 fi
-if [[ -s $base_tar ]] && dk import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  -c 'CMD ["/bin/bash"]' - "$BASE_IMAGE" <"$base_tar" >/dev/null; then
+if [[ -s $base_tar ]] &&
+  dk import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["/bin/bash"]' - "$BASE_IMAGE" <"$base_tar" >/dev/null; then
   ok "debootstrapped $SUITE base imported into $BUILD_HOST's engine as $BASE_IMAGE"
 else
   bad "base image from debootstrap"
@@ -151,7 +160,10 @@ if [[ -z $binary ]]; then
     if [[ -z $binary || $b -nt $binary ]]; then binary=$b; fi
   done
 fi
-[[ -n $binary && -x $binary ]] || { bad "a gremesh binary to put in the image (build one first)"; abort; }
+if [[ -z $binary || ! -x $binary ]]; then
+  bad "a gremesh binary to put in the image (build one first)"
+  abort
+fi
 # Build context: the Dockerfile, .dockerignore and the binary at the path the build arg names.
 ctx=$work/context
 mkdir -p "$ctx/bin"
@@ -174,23 +186,33 @@ fi
 
 # How the Helm chart runs the container: uid 65532, read-only root, /tmp writable, no
 # capabilities, no privilege escalation.
-hardened=(--read-only --tmpfs /tmp:rw,nosuid,nodev,size=32m --cap-drop ALL
+hardened=(--read-only --tmpfs "/tmp:rw,nosuid,nodev,size=32m" --cap-drop ALL
   --security-opt no-new-privileges)
 
 want=$("$binary" --version)
 got=$(dk run --rm "${hardened[@]}" "$IMAGE" --version 2>&1 || true)
-if [[ $got == "$want" ]]; then ok "docker run IMAGE --version: $got"; else bad "--version" "got: $got, want: $want"; fi
+if [[ $got == "$want" ]]; then
+  ok "docker run IMAGE --version: $got"
+else
+  bad "--version" "got: $got, want: $want"
+fi
 
-user=$(dk image inspect --format '{{.Config.User}} {{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$IMAGE")
+user=$(dk image inspect "$IMAGE" \
+  --format '{{.Config.User}} {{json .Config.Entrypoint}} {{json .Config.Cmd}}')
 ids=$(dk run --rm "${hardened[@]}" --entrypoint id "$IMAGE" 2>&1 || true)
-if [[ $user == '65532:65532 ["gremesh"] ["operator"]' && $ids == 'uid=65532(gremesh) gid=65532(gremesh) groups=65532(gremesh)' ]]; then
+if [[ $user == '65532:65532 ["gremesh"] ["operator"]' &&
+  $ids == 'uid=65532(gremesh) gid=65532(gremesh) groups=65532(gremesh)' ]]; then
   ok "runs as gremesh (65532:65532), entrypoint gremesh, default command operator"
 else
   bad "user and entrypoint" "config: $user; id: $ids"
 fi
 
 sshv=$(dk run --rm "${hardened[@]}" --entrypoint ssh "$IMAGE" -V 2>&1 || true)
-if [[ $sshv == OpenSSH_* ]]; then ok "OpenSSH client in the image: ${sshv%%,*}"; else bad "ssh -V" "$sshv"; fi
+if [[ $sshv == OpenSSH_* ]]; then
+  ok "OpenSSH client in the image: ${sshv%%,*}"
+else
+  bad "ssh -V" "$sshv"
+fi
 
 # The binary in the image is the one given: same CRDs as running it here (whether those
 # match crds/gremesh.yaml is cargo test's concern).
@@ -214,7 +236,11 @@ PY
 {
   printf 'apiVersion: gremesh.io/v1alpha1\nkind: GreMesh\nmetadata: {name: %s}\nspec:\n' "$MESH"
   printf '  encapsulation: vxlan\n  key: 4077\n  network: 10.77.0.0/16\n  hosts:\n'
-  i=1; for h in "${HOSTS[@]}"; do printf '    - {name: %s, subnet: 10.77.%d.0/24}\n' "$h" "$i"; i=$((i + 1)); done
+  i=1
+  for h in "${HOSTS[@]}"; do
+    printf '    - {name: %s, subnet: 10.77.%d.0/24}\n' "$h" "$i"
+    i=$((i + 1))
+  done
   i=1; for h in "${HOSTS[@]}"; do
     printf -- '---\napiVersion: gremesh.io/v1alpha1\nkind: ContainerAttachment\n'
     printf 'metadata: {name: %s-%s}\n' "$MESH" "${h#host-}"
@@ -238,12 +264,14 @@ t=$SECONDS
 if apply >"$work/apply1.json" 2>"$work/apply1.err"; then
   ok "gremesh apply from the image converged ${#HOSTS[@]} lab hosts ($((SECONDS - t))s)"
 else
-  bad "gremesh apply from the image" "$(tail -n 20 "$work/apply1.err"; head -c 2000 "$work/apply1.json")"
+  bad "gremesh apply from the image" \
+    "$(tail -n 20 "$work/apply1.err"; head -c 2000 "$work/apply1.json")"
 fi
 
 ping_fail=
 for target in 10.77.2.10 10.77.3.10; do
-  on "$BUILD_HOST" docker exec "$MESH-a" ping -c 2 -W 2 "$target" >/dev/null 2>&1 || ping_fail+=" $target"
+  on "$BUILD_HOST" docker exec "$MESH-a" ping -c 2 -W 2 "$target" >/dev/null 2>&1 ||
+    ping_fail+=" $target"
 done
 if [[ -z $ping_fail ]]; then
   ok "container on host-a pings the containers on host-b and host-c across the mesh"
@@ -251,8 +279,13 @@ else
   bad "ping across the mesh from host-a failed:$ping_fail"
 fi
 
-if apply >"$work/apply2.json" 2>"$work/apply2.err" &&
-  steps=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(h["applied"] + len(h["planned"]) for h in r["hosts"]))' "$work/apply2.json") &&
+# steps planned or applied over all hosts, from the JSON report
+steps_of() {
+  python3 -c 'import json, sys
+report = json.load(open(sys.argv[1]))
+print(sum(h["applied"] + len(h["planned"]) for h in report["hosts"]))' "$1"
+}
+if apply >"$work/apply2.json" 2>"$work/apply2.err" && steps=$(steps_of "$work/apply2.json") &&
   [[ $steps == 0 ]]; then
   ok "second apply from the image changes nothing"
 else
@@ -267,7 +300,7 @@ fi
 operator_check() {
   local port=18080 apiport='' i code
   if ! python3 -c 'import helm_sdkpy' 2>/dev/null; then
-    log "SKIP operator with the chart's settings: helm-sdkpy is not installed (tests/deploy.sh installs it)"
+    log "SKIP operator with the chart's settings: no helm-sdkpy (tests/deploy.sh installs it)"
     return 0
   fi
   python3 - "$work/chart" "$port" <<'PY' || { bad "render the chart's Deployment"; return 0; }
@@ -301,8 +334,14 @@ PY
   apiport=$(cat "$work/apiport" 2>/dev/null || true)
   [[ -n $apiport ]] || { bad "API stand-in on host-a"; return 0; }
   mkdir -p "$work/kube"
-  printf 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "http://127.0.0.1:%s"}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\ncurrent-context: c\n' \
-    "$apiport" >"$work/kube/config"
+  cat >"$work/kube/config" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:$apiport"}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+users: [{name: u, user: {}}]
+current-context: c
+EOF
   chmod 0755 "$work/kube"; chmod 0644 "$work/kube/config"
   dk rm -f "$MESH-operator" >/dev/null 2>&1 || true
   dk run -d --name "$MESH-operator" --network host --user 65532:65532 "${hardened[@]}" \
@@ -329,7 +368,8 @@ except Exception:
     [[ $(dk inspect --format '{{.State.Running}}' "$MESH-operator") == true ]]; then
     ok "operator with the chart's arguments (${args[*]}): /healthz, /readyz and /metrics answer"
   else
-    bad "operator with the chart's arguments" "healthz: $health; readyz: $ready; metrics: ${metrics:0:200}
+    bad "operator with the chart's arguments" \
+      "healthz: $health; readyz: $ready; metrics: ${metrics:0:200}
 $(dk logs --tail 20 "$MESH-operator" 2>&1)"
   fi
   dk rm -f "$MESH-operator" >/dev/null 2>&1 || true

@@ -95,6 +95,15 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
             h.applied,
             h.duration.as_secs_f64()
         );
+        for m in h.meshes.iter().filter(|m| !m.peers_unanswered.is_empty()) {
+            let _ = writeln!(
+                out,
+                "{:<12} ! mesh {}: no answer across the tunnel to {} although the devices are up (underlay blocking the encapsulation?)",
+                "",
+                m.mesh,
+                m.peers_unanswered.join(", ")
+            );
+        }
         for i in &h.issues {
             let what = i
                 .attachment

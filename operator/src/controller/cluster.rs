@@ -105,6 +105,7 @@ pub fn report_from_status(inv: &Inventory) -> crate::engine::PassReport {
                         .bridge
                         .clone()
                         .unwrap_or_else(|| crate::addressing::bridge_name(name).to_string()),
+                    peers_unanswered: Vec::new(),
                     peers_up: if all_up {
                         members.iter().filter(|m| **m != h.name).cloned().collect()
                     } else {

@@ -93,6 +93,16 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
     None
 }
 
+/// What the underlay must pass for the mesh's encapsulation.
+fn blocked_hint(mesh: &GreMesh) -> String {
+    match mesh.spec.encapsulation_or_default() {
+        crate::api::Encapsulation::Gretap => "IP protocol 47 (GRE)".to_owned(),
+        crate::api::Encapsulation::Vxlan => {
+            format!("UDP port {} (VXLAN)", mesh.spec.vxlan_port_or_default())
+        }
+    }
+}
+
 /// The status of a mesh after an attempt.
 pub fn mesh_status(
     mesh: &GreMesh,
@@ -138,6 +148,12 @@ pub fn mesh_status(
                 ready_hosts += usize::from(ready);
                 let message = match (&problem, on_mesh) {
                     (Some((_, m)), _) => m.clone(),
+                    (None, Some(m)) if !m.peers_unanswered.is_empty() => format!(
+                        "{}: no answer across the tunnel to {} although the devices are up; the underlay may block {}",
+                        h.host,
+                        m.peers_unanswered.join(", "),
+                        blocked_hint(mesh)
+                    ),
                     (None, Some(m)) if !tunnels_ok => format!(
                         "{}: {} of {} tunnels up",
                         h.host, m.tunnels_up, m.tunnels_expected

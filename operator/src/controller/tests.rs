@@ -214,6 +214,7 @@ fn report(host_error: Option<&str>) -> PassReport {
                 tunnels_expected: 0,
                 bridge: "gm-1".into(),
                 peers_up: vec![],
+                peers_unanswered: vec![],
             }],
             ..HostReport::default()
         }],

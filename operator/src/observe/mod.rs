@@ -51,6 +51,25 @@ done
 echo '@@end'
 "#;
 
+/// The probe followed by a health check: one ping across the mesh to each given peer gateway
+/// (all in parallel, up to `attempts` tries of one second each). Its only inputs are
+/// addresses, rendered from typed values. A host without `ping` reports the check as
+/// unavailable and every tunnel is then judged by its device state alone.
+pub fn probe_with_health(gateways: &[Ipv4Addr], attempts: u8) -> String {
+    let mut script = String::from(PROBE);
+    if gateways.is_empty() {
+        return script;
+    }
+    script.push_str("if command -v ping >/dev/null 2>&1; then\n");
+    for gw in gateways {
+        script.push_str(&format!(
+            "  ( n=0; while [ $n -lt {attempts} ]; do ping -c 1 -W 1 -q {gw} >/dev/null 2>&1 && {{ echo '@@health {gw} ok'; exit 0; }}; n=$((n+1)); done; echo '@@health {gw} fail' ) &\n"
+        ));
+    }
+    script.push_str("  wait\nfi\necho '@@health-end'\n");
+    script
+}
+
 /// Everything observed on one host.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostState {
@@ -68,6 +87,9 @@ pub struct HostState {
     pub docker_networks: Vec<DockerNetworkState>,
     /// Names of all Docker networks (to spot foreign ones in the way).
     pub docker_network_names: Vec<String>,
+    /// Result of the health check per peer gateway: answered across the mesh or not (absent:
+    /// not checked).
+    pub health: BTreeMap<Ipv4Addr, bool>,
     /// What the host can do.
     pub capabilities: HostCapabilities,
 }

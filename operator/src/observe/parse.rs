@@ -102,6 +102,12 @@ pub fn parse_probe(output: &str) -> Result<HostState, ProbeError> {
     for (header, body) in &sections {
         if let Some(dev) = header.strip_prefix("fdb ") {
             state.fdb.insert(dev.to_owned(), parse_fdb(header, body)?);
+        } else if let Some(rest) = header.strip_prefix("health ") {
+            if let Some((gw, result)) = rest.split_once(' ') {
+                if let Ok(gw) = gw.parse() {
+                    state.health.insert(gw, result == "ok");
+                }
+            }
         } else if let Some(id) = header.strip_prefix("routes ") {
             state
                 .container_routes
