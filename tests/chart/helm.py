@@ -7,8 +7,10 @@ rejects fails here exactly as `helm install --set` would.
 """
 
 import asyncio
+import atexit
 import itertools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import yaml
 # Helm's own directories (registry config, cache) go to a throwaway place, set before the
 # Go library is loaded: it reads the environment once.
 _HOME = tempfile.mkdtemp(prefix="gremesh-chart-helm-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 for _var, _sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
                    ("HELM_DATA_HOME", "data")):
     os.environ[_var] = os.path.join(_HOME, _sub)
