@@ -57,7 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|_| format!("gremesh-{}", std::process::id()))
             });
             let settings = Settings {
-                namespace: args.namespace,
+                namespace: args.namespace.filter(|n| !n.is_empty()),
                 resync: args.resync,
                 timeouts: Timeouts {
                     connect: args.connect_timeout,

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use openssh::{KnownHosts, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, SessionBuilder, Stdio};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -189,7 +189,11 @@ impl Connection {
             .user_known_hosts_file(dir.path().join("known_hosts"))
             .connect_timeout(timeouts.connect)
             .server_alive_interval(Duration::from_secs(5))
-            .control_directory(dir.path());
+            .control_directory(dir.path())
+            // A master left behind by a killed gremesh exits by itself once idle.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(60).expect("non-zero"),
+            ));
         let connect = builder.connect(&target.address);
         let limit = timeouts.connect + Duration::from_secs(2);
         let session = match tokio::time::timeout(limit, connect).await {
@@ -202,6 +206,9 @@ impl Connection {
             Ok(Err(e)) => return Err(classify(target, e).await),
             Ok(Ok(s)) => s,
         };
+        // The master is authenticated: the private key is not needed on disk any more (the
+        // sessions ride the master), so it is gone even if this process is killed later.
+        let _ = std::fs::remove_file(dir.path().join("id"));
         Ok(Self {
             session,
             round_trips: AtomicU32::new(0),

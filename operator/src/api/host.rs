@@ -95,6 +95,9 @@ impl DockerHostSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DockerHostStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// Whether the last connection attempt succeeded.
     #[serde(default)]
     pub reachable: bool,

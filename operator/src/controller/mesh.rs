@@ -427,7 +427,7 @@ async fn write_hosts(
         let Some(host) = full.hosts.get(&h.host) else {
             continue;
         };
-        let new = status::host_status(h, host.status.as_ref(), stamp);
+        let new = status::host_status(h, host.metadata.generation, host.status.as_ref(), stamp);
         if host.status.as_ref() != Some(&new) {
             api.patch_status(
                 &h.host,

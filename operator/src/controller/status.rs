@@ -307,6 +307,7 @@ fn reason_str(reason: &str) -> &'static str {
 /// so a healthy host's status is not rewritten on every resync.
 pub fn host_status(
     h: &HostReport,
+    generation: Option<i64>,
     previous: Option<&DockerHostStatus>,
     now: &str,
 ) -> DockerHostStatus {
@@ -336,6 +337,7 @@ pub fn host_status(
         now,
     );
     let mut status = DockerHostStatus {
+        observed_generation: generation,
         reachable,
         capabilities,
         last_contact: None,
@@ -343,7 +345,8 @@ pub fn host_status(
         conditions,
     };
     let unchanged = previous.is_some_and(|p| {
-        p.reachable == status.reachable
+        p.observed_generation == status.observed_generation
+            && p.reachable == status.reachable
             && p.capabilities == status.capabilities
             && p.message == status.message
     });
