@@ -838,4 +838,32 @@ spec: {mesh: m1, host: host-a, container: web-a, address: 10.10.1.10}
             "{errs:?}"
         );
     }
+
+    fn safe(value: &str) -> bool {
+        !value.is_empty()
+            && !value.starts_with('-')
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+
+    proptest::proptest! {
+        /// Any string in any user-controlled field either is rejected naming that field, or
+        /// consists only of characters no shell or `ip` treats specially.
+        #[test]
+        fn hostile_strings_are_rejected_or_harmless(value in "\\PC{0,80}", which in 0usize..7) {
+            let mut inv = load("");
+            let (field, kind) = match which {
+                0 => { inv.attachments.get_mut("web-a").unwrap().spec.container = value.clone(); ("spec.container", "ContainerAttachment") }
+                1 => { inv.attachments.get_mut("web-a").unwrap().spec.interface = Some(value.clone()); ("spec.interface", "ContainerAttachment") }
+                2 => { inv.meshes.get_mut("m1").unwrap().spec.bridge = Some(value.clone()); ("spec.bridge", "GreMesh") }
+                3 => { inv.hosts.get_mut("host-a").unwrap().spec.user = Some(value.clone()); ("spec.user", "DockerHost") }
+                4 => { inv.hosts.get_mut("host-a").unwrap().spec.address = value.clone(); ("spec.address", "DockerHost") }
+                5 => { inv.hosts.get_mut("host-a").unwrap().spec.ssh_key_secret_ref.name = value.clone(); ("spec.sshKeySecretRef.name", "DockerHost") }
+                _ => { inv.meshes.get_mut("m1").unwrap().spec.docker_network = Some(crate::api::DockerNetwork { name: value.clone() }); ("spec.dockerNetwork.name", "GreMesh") }
+            };
+            let rejected = validate(&inv).err().is_some_and(|r| r.0.iter().any(|e| e.kind == kind && e.field == field));
+            proptest::prop_assert!(rejected || safe(&value), "{value:?} in {field} was accepted");
+        }
+    }
 }

@@ -185,6 +185,7 @@ write_init() {
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
 fail() { echo "gmvm-initramfs: $*" >/dev/console; /bin/busybox sleep 2; echo o >/proc/sysrq-trigger; /bin/busybox sleep 60; }
 while read -r m; do
   /bin/busybox insmod "/modules/$m.ko" || fail "insmod $m failed"
@@ -546,16 +547,15 @@ cmd_status() {
   while read -r g; do
     any=1
     ip=$(guest_ip "$g")
-    if qemu_running "$g" >/dev/null; then q=ok; else q=FAIL; rc=1; fi
+    if qemu_running "$g" >/dev/null; then q=ok; else q=FAIL; fi
     s=FAIL; dk=FAIL
-    if [[ $q == ok ]] && timeout 20 bash -c "$(declare -f guest_ssh guest_ip guest_index die); \
-        $(declare -p SSH_OPTS NET_PREFIX LETTERS); guest_ssh $g true" </dev/null >/dev/null 2>&1; then
+    if [[ $q == ok ]] && timeout 20 ssh "${SSH_OPTS[@]}" -o ControlMaster=no "root@$ip" true \
+      </dev/null >/dev/null 2>&1; then
       s=ok
-      if timeout 20 bash -c "$(declare -f guest_ssh guest_ip guest_index die); \
-          $(declare -p SSH_OPTS NET_PREFIX LETTERS); guest_ssh $g docker info --format x" \
-          </dev/null >/dev/null 2>&1; then dk=ok; fi
+      timeout 20 ssh "${SSH_OPTS[@]}" -o ControlMaster=no "root@$ip" docker info --format x \
+        </dev/null >/dev/null 2>&1 && dk=ok
     fi
-    [[ $s == ok && $dk == ok ]] || rc=1
+    [[ $q == ok && $s == ok && $dk == ok ]] || rc=1
     printf '%s %s qemu=%s ssh=%s docker=%s\n' "$g" "$ip" "$q" "$s" "$dk"
   done < <(known_guests)
   if ((!any)); then echo "vmlab is down (no guests in $STATE)"; return 1; fi
