@@ -105,6 +105,30 @@ pub struct Connection {
     _dir: tempfile::TempDir,
 }
 
+/// Removes private key files left in `gremesh-ssh-<pid>-*` folders by gremesh processes that
+/// no longer exist (killed before they could clean up). A key is on disk only between writing
+/// it and the master connection's authentication; this closes the window a kill leaves.
+fn sweep_stale_keys() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("gremesh-ssh-")
+                .and_then(|r| r.split('-').next())
+            else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_file(entry.path().join("id"));
+            }
+        }
+    });
+}
+
 /// SHA256 fingerprint of a `<type> <base64>` public key, as `ssh-keygen -l` prints it.
 pub fn fingerprint(key: &str) -> String {
     use base64::Engine as _;
@@ -161,7 +185,9 @@ impl Connection {
     }
 
     async fn open_once(target: &Target, timeouts: Timeouts) -> Result<Self, SshError> {
-        let dir = tempfile::Builder::new().prefix("gremesh-ssh-").tempdir()?;
+        sweep_stale_keys();
+        let prefix = format!("gremesh-ssh-{}-", std::process::id());
+        let dir = tempfile::Builder::new().prefix(&prefix).tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let alias = format!("gremesh-{}", target.host);
         write_private(&dir.path().join("id"), &target.identity)?;

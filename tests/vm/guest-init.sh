@@ -11,7 +11,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LC_ALL=C
 
 say() { echo "gmvm: $*"; }
-fail() { say "FAILED: $*"; sleep 5; echo o >/proc/sysrq-trigger; sleep 60; }
+t() { echo "gmvm: [$(cut -d' ' -f1 /proc/uptime)] $*"; }
+fail() { say "FAILED: $* (at $(cut -d' ' -f1 /proc/uptime)s)"; sleep 5; echo o >/proc/sysrq-trigger; sleep 60; }
 
 # ---- configuration from the kernel command line (gmvm.name=vm-a gmvm.addr=... ...)
 NAME='' ADDR='' KVER='' IMAGE=''
@@ -34,21 +35,24 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777,size=64m shm /dev/shm
 mount -t tmpfs -o mode=1777,size=256m tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cgroup2"
+# an empty home for root: the machine's dotfiles (shell start-up files) stay out of the guest
+mount -t tmpfs -o mode=0700,size=16m roothome /root
 mkdir -p "$G/docker" /run/sshd /run/lock
 mount -t tmpfs -o mode=0711,size=384m docker "$G/docker"
 hostname "$NAME"
 
+t modules
 # Modules: the kernel's own request_module() and every modprobe here find them in the cache.
 printf '#!/bin/sh\nexec /usr/sbin/modprobe -d %s "$@"\n' "$KROOT" >"$G/modprobe"
 chmod 0755 "$G/modprobe"
 echo "$G/modprobe" >/proc/sys/kernel/modprobe
-for m in llc stp bridge veth gre ip_gre udp_tunnel ip6_udp_tunnel vxlan sch_netem overlay \
-  nf_tables nft_ct nft_reject_inet nft_compat x_tables ip_tables iptable_filter xt_comment \
-  af_packet tun; do
-  "$G/modprobe" -q "$m" 2>/dev/null || [[ -d /sys/module/$m ]] || say "note: no module $m"
-done
+MODULES=(llc stp bridge veth gre ip_gre udp_tunnel ip6_udp_tunnel vxlan sch_netem overlay
+  nf_tables nft_ct nft_reject_inet nft_compat x_tables ip_tables iptable_filter xt_comment tun)
+"$G/modprobe" -a -q "${MODULES[@]}" || say "note: not every module loaded: $(
+  for m in "${MODULES[@]}"; do [[ -d /sys/module/$m ]] || printf '%s ' "$m"; done)"
 [[ -d /sys/module/ip_gre ]] || fail "ip_gre did not load"
 
+t net
 # ---- underlay
 ip link set lo up
 ip link set eth0 mtu 1500 up || fail "no eth0"
@@ -82,20 +86,23 @@ MaxSessions 50
 Subsystem sftp internal-sftp
 EOF
 /usr/sbin/sshd -f "$G/sshd_config" -E "$G/sshd.log" || fail "sshd did not start"
+t sshd
 
 # ---- dockerd (its own containerd; no bridge, no firewall changes)
 printf '{\n  "deprecated-key-path": "%s/docker-key.json"\n}\n' "$G" >"$G/daemon.json"
 setsid dockerd --config-file "$G/daemon.json" --data-root "$G/docker" \
   --storage-driver overlay2 --bridge none --iptables=false --ip6tables=false --ip-masq=false \
   --userland-proxy=false --shutdown-timeout 3 </dev/null >"$G/dockerd.log" 2>&1 &
-for ((i = 0; i < 600; i++)); do
-  docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 && break
-  sleep 0.2
+# wait for the API socket without running the (heavy) docker client in a loop
+for ((i = 0; i < 1200; i++)); do
+  [[ -S /run/docker.sock ]] && break
+  sleep 0.1
 done
 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || { tail -n 20 "$G/dockerd.log"; fail "dockerd"; }
+t dockerd up
 docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["sleep","2147483647"]' \
   - "$IMAGE" <"$G/cache/image.tar" >/dev/null || fail "docker import"
-say "ready $NAME $ADDR kernel $(uname -r) docker $(docker info --format '{{.ServerVersion}}')"
+say "ready $NAME after $(cut -d' ' -f1 /proc/uptime)s: $ADDR kernel $(uname -r) docker $(docker info --format '{{.ServerVersion}}')"
 
 # ---- PID 1: reap whatever is orphaned
 trap '' TERM INT HUP
