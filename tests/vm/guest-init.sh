@@ -1,6 +1,6 @@
 #!/bin/bash
-# PID 1 of a gremesh VM lab guest (copied into the lab state by vmlab.sh; the initramfs execs
-# it chrooted into the machine's root, which is mounted read-only over 9p).
+# PID 1 of a gremesh VM lab guest (copied into the lab state by vmlab.sh; the initramfs makes
+# the machine's root, mounted read-only over 9p, the guest's root and execs this).
 #
 # Already there: /proc, /sys, /dev; a tmpfs on /run; the lab state at /run/gmvm/state and
 # the cache (kernel modules, image tar) at /run/gmvm/cache, both read-only.
@@ -16,7 +16,8 @@ fail() { say "FAILED: $* (at $(cut -d' ' -f1 /proc/uptime)s)"; sleep 5; echo o >
 
 # ---- configuration from the kernel command line (gmvm.name=vm-a gmvm.addr=... ...)
 NAME='' ADDR='' KVER='' IMAGE=''
-for w in $(cat /proc/cmdline); do
+read -r -a words </proc/cmdline
+for w in "${words[@]}"; do
   case $w in
     gmvm.name=*) NAME=${w#*=} ;;
     gmvm.addr=*) ADDR=${w#*=} ;;

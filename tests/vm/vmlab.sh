@@ -89,10 +89,12 @@ take_lock() {
 
 apt_install() {
   log "installing: $*"
-  if ! apt-get install -y --no-install-recommends "$@" </dev/null >/tmp/gremesh-vmlab-apt.log 2>&1; then
+  if ! apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 "$@" \
+    </dev/null >/tmp/gremesh-vmlab-apt.log 2>&1; then
     log "apt-get install failed; running apt-get update and retrying"
     apt-get update </dev/null >>/tmp/gremesh-vmlab-apt.log 2>&1 || true
-    apt-get install -y --no-install-recommends "$@" </dev/null >>/tmp/gremesh-vmlab-apt.log 2>&1 ||
+    apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 "$@" \
+      </dev/null >>/tmp/gremesh-vmlab-apt.log 2>&1 ||
       { tail -n 30 /tmp/gremesh-vmlab-apt.log >&2; die "apt-get install $* failed"; }
   fi
 }
@@ -110,19 +112,15 @@ ensure_deps() {
     command -v "${c%%:*}" >/dev/null || need+=("${c#*:}")
   done
   [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
-  [[ -x /bin/busybox ]] && /bin/busybox --list >/dev/null 2>&1 &&
-    file_is_static /bin/busybox || need+=(busybox-static)
+  # the initramfs and the container image need the static build (/bin/busybox)
+  dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
+    need+=(busybox-static)
   if ((${#need[@]})); then
     # shellcheck disable=SC2207
     need=($(printf '%s\n' "${need[@]}" | sort -u))
     apt_install "${need[@]}"
   fi
   [[ -e /dev/net/tun ]] || die "/dev/net/tun is missing (tap devices need it)"
-}
-
-file_is_static() { # no program interpreter in the ELF header
-  ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'program interpreter' &&
-    head -c 4 "$1" | grep -q 'ELF'
 }
 
 # ---------------------------------------------------------------- cache: kernel
@@ -205,7 +203,7 @@ kernel_image() { # the image QEMU boots
 
 # The initramfs is busybox plus the modules that reach 9p and the network. Its /init
 # mounts the machine's root read-only, a tmpfs on /run with the lab's state and cache
-# shares below it, and execs (as PID 1, chrooted) the guest-init.sh copied into the state.
+# shares below it, and makes that the root (switch_root) to exec guest-init.sh as PID 1.
 write_init() {
   cat <<'EOF'
 #!/bin/busybox sh
@@ -228,7 +226,10 @@ opts=trans=virtio,version=9p2000.L,msize=262144
 /bin/busybox mount --move /proc /newroot/proc
 /bin/busybox mount --move /sys /newroot/sys
 /bin/busybox mount --move /dev /newroot/dev
-exec /bin/busybox chroot /newroot /bin/bash /run/gmvm/state/guest-init.sh
+# switch_root moves the 9p root onto / (a plain chroot would leave the initramfs as the
+# mount namespace's root, and setns() into a container's mount namespace -- docker exec --
+# would then land there instead of in the container)
+exec /bin/busybox switch_root /newroot /bin/bash /run/gmvm/state/guest-init.sh
 EOF
 }
 
@@ -414,7 +415,7 @@ stop_qemu() {
   pid=$(qemu_running "$g") || { rm -f "$(guest_dir "$g")/qemu.pid"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-  [[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null || true
+  if [[ -d /proc/$pid ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$(guest_dir "$g")/qemu.pid"
 }
 

@@ -40,7 +40,16 @@ pub async fn reconcile(mesh: Arc<GreMesh>, ctx: Arc<Context>) -> Result<Action, 
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .or_else(|e| match e {
+        // A second pass for an object whose finalizer an earlier pass already removed (the
+        // cache was one step behind): the object is gone, which is what cleanup wanted.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(ae))
+            if ae.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    })
 }
 
 fn now() -> String {

@@ -39,8 +39,14 @@ fn mock(
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let reply = respond(&method, &path, &body);
             log.lock().unwrap().push((method, path, body));
+            // a `Status` reply carries its code as the HTTP status, as the API server does
+            let code = match (&reply["kind"], reply["code"].as_u64()) {
+                (Value::String(k), Some(c)) if k == "Status" => c as u16,
+                _ => 200,
+            };
             send.send_response(
                 Response::builder()
+                    .status(code)
                     .body(Body::from(serde_json::to_vec(&reply).unwrap()))
                     .unwrap(),
             );
@@ -197,6 +203,22 @@ async fn deleting_a_mesh_whose_hosts_are_gone_removes_the_finalizer() {
         last.2,
         json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "gremesh.io/cleanup"}, {"op": "remove", "path": "/metadata/finalizers/0"}])
     );
+}
+
+#[tokio::test]
+async fn a_finalizer_already_gone_with_its_object_is_not_an_error() {
+    let obj = mesh_json(&["gremesh.io/cleanup"], Value::Null, true);
+    let echo = respond_empty(obj.clone());
+    let (client, seen) = mock(move |method, path, body| {
+        if method == "PATCH" {
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404, "message": "gremeshes.gremesh.io \"m1\" not found"})
+        } else {
+            echo(method, path, body)
+        }
+    });
+    let m: GreMesh = serde_json::from_value(obj).unwrap();
+    mesh::reconcile(Arc::new(m), context(client)).await.unwrap();
+    assert_eq!(seen.lock().unwrap().last().unwrap().0, "PATCH");
 }
 
 fn report(host_error: Option<&str>) -> PassReport {
