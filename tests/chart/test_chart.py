@@ -32,7 +32,7 @@ COMBINATIONS = {
     "replicas-2": {"replicaCount": 2},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
     "everything": {
-        "watchNamespace": WATCHED, "replicaCount": 3, "crds": {"install": False},
+        "watchNamespace": WATCHED, "replicaCount": 3, "crds": {"install": True},
         "log": {"format": "text", "level": "warn,gremesh=debug"},
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
         "image": {"digest": "sha256:" + "a" * 64},
@@ -403,7 +403,7 @@ def test_chart_crds_are_a_copy_of_crds_gremesh_yaml():
 
 def test_rendered_crds_equal_crds_gremesh_yaml_and_are_kept():
     expected = [d for d in yaml.safe_load_all((ROOT / "crds" / "gremesh.yaml").read_text()) if d]
-    r = render()
+    r = render({"crds": {"install": True}})
     got = r.of_kind("CustomResourceDefinition")
     assert sorted(d["metadata"]["name"] for d in got) == sorted(
         d["metadata"]["name"] for d in expected)
@@ -418,7 +418,8 @@ def test_rendered_crds_equal_crds_gremesh_yaml_and_are_kept():
         assert {**rendered, "metadata": meta} == crd
 
 
-def test_crds_opt_out():
+def test_crds_are_opt_in():
+    assert not render().of_kind("CustomResourceDefinition")
     assert not render({"crds": {"install": False}}).of_kind("CustomResourceDefinition")
 
 
@@ -431,7 +432,7 @@ def test_crd_template_refuses_an_unexpected_file(tmp_path):
     old, helm.CHART = helm.CHART, chart
     try:
         with pytest.raises(helm.helm_sdkpy.HelmError, match="files/crds.yaml"):
-            render()
+            render({"crds": {"install": True}})
     finally:
         helm.CHART = old
 
