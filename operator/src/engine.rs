@@ -15,10 +15,10 @@ use futures::future::join_all;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::desired::{self, MeshLayout, MeshOnHost};
+use crate::desired::{self, DesiredError, MeshLayout, MeshOnHost};
 use crate::manifest::Inventory;
-use crate::observe::{parse_probe, probe_with_health, HostState};
-use crate::plan::{plan_host, Issue, Plan, Scope};
+use crate::observe::{parse_probe, probe_with_health, HostState, ProbeError};
+use crate::plan::{plan_host, Issue, IssueReason, Plan, Scope};
 use crate::script::{self, apply_script, PROBE_MARK};
 use crate::ssh::{Connection, SshError, Target, Timeouts};
 use crate::validate::{validate, Rejected};
@@ -93,6 +93,9 @@ pub struct HostReport {
     /// Why the host failed, when it did (nothing after the failing step ran).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of that failure, for machines (condition reasons, metric labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReason>,
     /// Objects that could not converge (foreign devices, stopped containers...).
     pub issues: Vec<IssueReport>,
     /// Per-mesh state of this host after the pass.
@@ -118,8 +121,8 @@ pub struct IssueReport {
     /// Attachment, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachment: Option<String>,
-    /// Reason (CamelCase).
-    pub reason: String,
+    /// Reason.
+    pub reason: IssueReason,
     /// Message.
     pub message: String,
 }
@@ -129,9 +132,108 @@ impl From<&Issue> for IssueReport {
         Self {
             mesh: i.mesh.clone(),
             attachment: i.attachment.clone(),
-            reason: i.reason.to_string(),
+            reason: i.reason,
             message: i.message.clone(),
         }
+    }
+}
+
+/// Why a pass could not converge one host. Nothing after the failure ran on that host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The inventory cannot say how to reach the host (its key Secret is missing).
+    #[error("{0}")]
+    Config(String),
+    /// The SSH connection could not be made (unreachable, host key mismatch, login refused).
+    #[error(transparent)]
+    Connect(SshError),
+    /// The read-only probe did not run to its end.
+    #[error("probe: {0}")]
+    ProbeRun(SshError),
+    /// The probe's output could not be read.
+    #[error(transparent)]
+    ProbeOutput(ProbeError),
+    /// One of the host's meshes cannot be laid out on it (its kernel lacks the encapsulation).
+    #[error(transparent)]
+    Desired(DesiredError),
+    /// The apply round trip itself failed (connection lost, time limit).
+    #[error(transparent)]
+    ApplyRun(SshError),
+    /// A step of the plan failed on the host; the steps after it did not run.
+    #[error("step {number} of {total} failed: {step}: {detail}")]
+    Step {
+        /// 1-based number of the failing step.
+        number: usize,
+        /// Steps in the plan.
+        total: usize,
+        /// The step, as `describe` prints it.
+        step: String,
+        /// What the failing command printed.
+        detail: String,
+    },
+    /// The probe that closes the apply round trip could not be read.
+    #[error("after apply: {0}")]
+    AfterApply(ProbeError),
+}
+
+/// The kind of a [`HostError`], as condition reasons and metric labels name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FailureReason {
+    /// The inventory lacks what is needed to reach the host.
+    Misconfigured,
+    /// No SSH connection (refused, timed out, name not resolved).
+    Unreachable,
+    /// The host presented a key other than the pinned one.
+    HostKeyMismatch,
+    /// The host refused the private key.
+    AuthFailed,
+    /// The probe did not run or its output was unreadable.
+    ProbeFailed,
+    /// The host's kernel lacks the mesh's encapsulation.
+    Unsupported,
+    /// Applying the plan failed.
+    ApplyFailed,
+}
+
+impl FailureReason {
+    /// The `reason` label of the `gremesh_host_failures_total` metric.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            FailureReason::Misconfigured => "misconfigured",
+            FailureReason::Unreachable => "unreachable",
+            FailureReason::HostKeyMismatch => "host_key_mismatch",
+            FailureReason::AuthFailed => "auth_failed",
+            FailureReason::ProbeFailed => "probe_failed",
+            FailureReason::Unsupported => "unsupported",
+            FailureReason::ApplyFailed => "apply_failed",
+        }
+    }
+}
+
+impl HostError {
+    /// The kind of this failure.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            HostError::Config(_) => FailureReason::Misconfigured,
+            HostError::Connect(SshError::HostKeyMismatch { .. }) => FailureReason::HostKeyMismatch,
+            HostError::Connect(SshError::Auth { .. }) => FailureReason::AuthFailed,
+            HostError::Connect(_) => FailureReason::Unreachable,
+            HostError::ProbeRun(_) | HostError::ProbeOutput(_) => FailureReason::ProbeFailed,
+            HostError::Desired(DesiredError::Unsupported { .. }) => FailureReason::Unsupported,
+            HostError::Desired(_) => FailureReason::Misconfigured,
+            HostError::ApplyRun(_) | HostError::Step { .. } | HostError::AfterApply(_) => {
+                FailureReason::ApplyFailed
+            }
+        }
+    }
+}
+
+impl HostReport {
+    /// Records `error` as this host's failure.
+    fn fail(&mut self, error: &HostError) {
+        self.error = Some(error.to_string());
+        self.failure = Some(error.reason());
     }
 }
 
@@ -358,11 +460,11 @@ pub async fn run_pass(
 }
 
 /// How to reach `host`, with its private key from the inventory's Secrets (or the override).
-pub fn target(inv: &Inventory, host: &str, opts: &PassOptions) -> Result<Target, String> {
+pub fn target(inv: &Inventory, host: &str, opts: &PassOptions) -> Result<Target, HostError> {
     let h = inv
         .hosts
         .get(host)
-        .ok_or_else(|| format!("unknown DockerHost {host}"))?;
+        .ok_or_else(|| HostError::Config(format!("unknown DockerHost {host}")))?;
     let secret_ref = &h.spec.ssh_key_secret_ref;
     let identity = match &opts.identity_override {
         Some(bytes) => bytes.clone(),
@@ -372,11 +474,11 @@ pub fn target(inv: &Inventory, host: &str, opts: &PassOptions) -> Result<Target,
             .and_then(|s| s.get(secret_ref.key_or_default()))
             .cloned()
             .ok_or_else(|| {
-                format!(
+                HostError::Config(format!(
                     "spec.sshKeySecretRef: Secret {} has no key {} (give the Secret in the manifests or use --identity)",
                     secret_ref.name,
                     secret_ref.key_or_default()
-                )
+                ))
             })?,
     };
     Ok(Target {
@@ -408,24 +510,24 @@ async fn observe_host(
     let target = match target(inv, host, opts) {
         Ok(t) => t,
         Err(e) => {
-            work.report.error = Some(e);
+            work.report.fail(&e);
             return work;
         }
     };
-    let result: Result<(Connection, HostState), String> = async {
+    let result: Result<(Connection, HostState), HostError> = async {
         let conn = Connection::open(&target, opts.timeouts)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HostError::Connect)?;
         let probe = probe_with_health(&desired::known_peer_gateways(inv, host), 1);
         let out = match conn.run_script(&probe, opts.timeouts.command).await {
             Ok(out) => out,
             Err(e) => {
                 work.report.round_trips = conn.round_trips();
                 conn.close().await;
-                return Err(format!("probe: {e}"));
+                return Err(HostError::ProbeRun(e));
             }
         };
-        let state = parse_probe(&out).map_err(|e| e.to_string())?;
+        let state = parse_probe(&out).map_err(HostError::ProbeOutput)?;
         Ok((conn, state))
     }
     .await;
@@ -439,7 +541,7 @@ async fn observe_host(
         }
         Err(e) => {
             tracing::warn!(host, error = %e, "host not observed");
-            work.report.error = Some(e);
+            work.report.fail(&e);
         }
     }
     work
@@ -450,12 +552,12 @@ fn desired_meshes(
     layouts: &BTreeMap<String, MeshLayout>,
     host: &str,
     state: &HostState,
-) -> Result<Vec<MeshOnHost>, String> {
+) -> Result<Vec<MeshOnHost>, HostError> {
     let mut out = Vec::new();
     for (name, layout) in layouts {
         let mesh = &inv.meshes[name];
         if let Some(m) = desired::mesh_on_host(inv, name, mesh, layout, host, state)
-            .map_err(|e| e.to_string())?
+            .map_err(HostError::Desired)?
         {
             out.push(m);
         }
@@ -486,7 +588,7 @@ async fn converge_host(
         .await
         {
             tracing::warn!(host = %host, error = %e, "host not converged");
-            work.report.error = Some(e);
+            work.report.fail(&e);
         }
         work.report.round_trips = conn.round_trips();
         conn.close().await;
@@ -506,7 +608,7 @@ async fn converge_observed(
     conn: &Connection,
     state: HostState,
     progress: &(dyn Fn(&str, Progress) + Sync),
-) -> Result<(), String> {
+) -> Result<(), HostError> {
     let host = report.host.clone();
     let desired = desired_meshes(inv, layouts, &host, &state)?;
     let plan = plan_host(&desired, &state, scope);
@@ -532,7 +634,7 @@ async fn converge_observed(
                 opts.timeouts.command,
             )
             .await
-            .map_err(|e: SshError| e.to_string())?;
+            .map_err(HostError::ApplyRun)?;
         let outcome = parse_apply_output(&out);
         report.applied = outcome.applied;
         tracing::info!(host = %host, steps = final_plan.steps.len(), applied = outcome.applied, "applied plan");
@@ -542,14 +644,14 @@ async fn converge_observed(
                 .get(n)
                 .map(script::describe)
                 .unwrap_or_default();
-            return Err(format!(
-                "step {} of {} failed: {step}: {}",
-                n + 1,
-                final_plan.steps.len(),
-                detail.trim()
-            ));
+            return Err(HostError::Step {
+                number: n + 1,
+                total: final_plan.steps.len(),
+                step,
+                detail: detail.trim().to_owned(),
+            });
         }
-        final_state = parse_probe(&outcome.after).map_err(|e| format!("after apply: {e}"))?;
+        final_state = parse_probe(&outcome.after).map_err(HostError::AfterApply)?;
         final_plan = plan_host(&desired, &final_state, scope);
     } else {
         tracing::debug!(host = %host, steps = final_plan.steps.len(), "no change applied");
@@ -722,4 +824,68 @@ pub fn parse_apply_output(out: &str) -> ApplyOutcome {
         ));
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_output_reports_the_failing_step_and_its_output() {
+        let out =
+            "gremesh-ok 0\ngremesh-ok 1\ngremesh-failed 2 2\nRTNETLINK answers: File exists\n\
+                   \ngremesh-failed-end\n";
+        let outcome = parse_apply_output(out);
+        assert_eq!(outcome.applied, 2);
+        let (n, detail) = outcome.failed.expect("a failed step");
+        assert_eq!(n, 2);
+        assert!(detail.contains("File exists"), "{detail}");
+    }
+
+    #[test]
+    fn apply_output_cut_before_the_closing_probe_is_a_failure() {
+        let outcome = parse_apply_output("gremesh-ok 0\n");
+        assert_eq!(outcome.applied, 1);
+        assert_eq!(outcome.failed.map(|(n, _)| n), Some(1));
+
+        let done = parse_apply_output(&format!("gremesh-ok 0\n{PROBE_MARK}\n@@links\n[]\n"));
+        assert_eq!(done.failed, None);
+        assert!(done.after.contains("@@links"));
+    }
+
+    #[test]
+    fn failure_reasons_come_from_the_error_kind() {
+        let mismatch = HostError::Connect(SshError::HostKeyMismatch {
+            presented: "SHA256:a".into(),
+            pinned: "SHA256:b".into(),
+        });
+        assert_eq!(mismatch.reason(), FailureReason::HostKeyMismatch);
+        assert!(mismatch.to_string().starts_with("host key mismatch"));
+        let refused = HostError::Connect(SshError::Connect {
+            address: "192.0.2.1".into(),
+            port: 22,
+            detail: "refused".into(),
+        });
+        assert_eq!(refused.reason(), FailureReason::Unreachable);
+        let probe = HostError::ProbeRun(SshError::Timeout {
+            what: "remote script",
+            after: Duration::from_secs(1),
+        });
+        assert_eq!(probe.reason(), FailureReason::ProbeFailed);
+        let step = HostError::Step {
+            number: 3,
+            total: 5,
+            step: "create bridge".into(),
+            detail: "File exists".into(),
+        };
+        assert_eq!(step.reason(), FailureReason::ApplyFailed);
+        assert_eq!(
+            step.to_string(),
+            "step 3 of 5 failed: create bridge: File exists"
+        );
+        let mut report = HostReport::default();
+        report.fail(&step);
+        assert_eq!(report.failure, Some(FailureReason::ApplyFailed));
+        assert_eq!(report.error.as_deref(), Some(step.to_string().as_str()));
+    }
 }

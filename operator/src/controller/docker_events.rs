@@ -134,7 +134,8 @@ async fn follow_host(
             let inv = cluster::inventory(&client, &key.0, &BTreeSet::from([key.1.clone()]))
                 .await
                 .map_err(|e| e.to_string())?;
-            let target = target(&inv, &key.1, &PassOptions::default())?;
+            let target =
+                target(&inv, &key.1, &PassOptions::default()).map_err(|e| e.to_string())?;
             let conn = Connection::open(&target, timeouts)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@ use super::{cluster, Context, Error};
 use crate::api::{ContainerAttachment, DockerHost, GreMesh};
 use crate::engine::{run_pass, PassOptions, PassReport};
 use crate::manifest::Inventory;
+use crate::plan::IssueReason;
 use crate::validate::{validate, ValidationError};
 
 /// Finalizer on meshes and attachments: the devices gremesh made must be removed first.
@@ -218,17 +219,11 @@ fn record_metrics(ctx: &Context, mesh: &str, report: &PassReport, ready: bool) {
         .steps_applied
         .inc_by(report.hosts.iter().map(|h| h.applied as u64).sum());
     for h in &report.hosts {
-        if let Some(e) = &h.error {
-            let reason = if e.contains("host key mismatch") {
-                "host_key_mismatch"
-            } else if h.capabilities.is_none() {
-                "unreachable"
-            } else if e.contains("needs gretap") || e.contains("needs vxlan") {
-                "unsupported"
-            } else {
-                "apply_failed"
-            };
-            ctx.metrics.failures.with_label_values(&[reason]).inc();
+        if let Some(reason) = h.failure {
+            ctx.metrics
+                .failures
+                .with_label_values(&[reason.metric_label()])
+                .inc();
         }
     }
     let result = if ready {
@@ -497,7 +492,7 @@ async fn cleanup(mesh: &GreMesh, ctx: &Context, ns: &str) -> Result<Action, Erro
             let in_use = h
                 .issues
                 .iter()
-                .find(|i| i.reason == "NetworkInUse")
+                .find(|i| i.reason == IssueReason::NetworkInUse)
                 .map(|i| i.message.clone());
             Some((h.host.clone(), h.error.clone().or(in_use)?))
         })

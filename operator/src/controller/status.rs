@@ -6,7 +6,8 @@ use crate::api::attachment::ContainerAttachmentStatus;
 use crate::api::host::{DockerHostStatus, HostCapabilities};
 use crate::api::mesh::{GreMeshStatus, MeshHostStatus};
 use crate::api::{Condition, ContainerAttachment, GreMesh};
-use crate::engine::{HostReport, PassReport};
+use crate::engine::{FailureReason, HostReport, PassReport};
+use crate::plan::IssueReason;
 use crate::validate::ValidationError;
 
 /// The result of trying to reconcile a mesh.
@@ -83,7 +84,7 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
         .iter()
         .find(|i| i.mesh == mesh && i.attachment.is_none())
     {
-        let reason = if i.reason == "NetworkInUse" {
+        let reason = if i.reason == IssueReason::NetworkInUse {
             "NetworkInUse"
         } else {
             "ForeignDevice"
@@ -267,7 +268,7 @@ pub fn attachment_status(
                     .iter()
                     .find(|i| i.attachment.as_deref() == Some(name.as_str()))
             }) {
-                (false, reason_str(&i.reason), i.message.clone())
+                (false, attachment_reason(i.reason), i.message.clone())
             } else if let Some(e) = host.and_then(|h| h.error.clone()) {
                 let reason = if host.is_some_and(|h| h.capabilities.is_none()) {
                     "HostUnreachable"
@@ -293,13 +294,14 @@ pub fn attachment_status(
     status
 }
 
-fn reason_str(reason: &str) -> &'static str {
+/// The attachment condition reason for an issue found while planning it.
+fn attachment_reason(reason: IssueReason) -> &'static str {
     match reason {
-        "ContainerNotRunning" => "ContainerNotRunning",
-        "ContainerMissing" => "ContainerMissing",
-        "ForeignDevice" => "ForeignDevice",
-        "AddressConflict" => "Conflict",
-        _ => "NotAttached",
+        IssueReason::ContainerNotRunning => "ContainerNotRunning",
+        IssueReason::ContainerMissing => "ContainerMissing",
+        IssueReason::ForeignDevice => "ForeignDevice",
+        IssueReason::AddressConflict => "Conflict",
+        IssueReason::NetworkInUse => "NotAttached",
     }
 }
 
@@ -324,10 +326,10 @@ pub fn host_status(
     let mut conditions = vec![if reachable {
         Condition::new(READY, true, "Reachable", "")
     } else {
-        let reason = if message.contains("host key mismatch") {
-            "HostKeyMismatch"
-        } else {
-            "Unreachable"
+        let reason = match h.failure {
+            Some(FailureReason::HostKeyMismatch) => "HostKeyMismatch",
+            Some(FailureReason::AuthFailed) => "AuthFailed",
+            _ => "Unreachable",
         };
         Condition::new(READY, false, reason, message.clone())
     }];

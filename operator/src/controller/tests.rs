@@ -285,3 +285,50 @@ fn status_names_the_failing_host_and_keeps_transition_times() {
     );
     assert_eq!(down.hosts_ready.as_deref(), Some("0/1"));
 }
+
+#[test]
+fn host_status_reason_follows_the_kind_of_failure_not_its_wording() {
+    use crate::engine::FailureReason;
+    let failed = |failure: FailureReason, message: &str| HostReport {
+        host: "host-x".into(),
+        error: Some(message.into()),
+        failure: Some(failure),
+        ..HostReport::default()
+    };
+    let reason = |h: &HostReport| {
+        status::host_status(h, Some(1), None, "t1").conditions[0]
+            .reason
+            .clone()
+    };
+    assert_eq!(
+        reason(&failed(
+            FailureReason::HostKeyMismatch,
+            "the host presented SHA256:x"
+        )),
+        "HostKeyMismatch"
+    );
+    assert_eq!(
+        reason(&failed(
+            FailureReason::AuthFailed,
+            "host key mismatch in a user name"
+        )),
+        "AuthFailed"
+    );
+    assert_eq!(
+        reason(&failed(FailureReason::Unreachable, "host key mismatch")),
+        "Unreachable",
+        "the message's wording must not decide the reason"
+    );
+    let ok = status::host_status(
+        &HostReport {
+            host: "host-x".into(),
+            capabilities: Some(Default::default()),
+            ..HostReport::default()
+        },
+        Some(1),
+        None,
+        "t1",
+    );
+    assert!(ok.reachable);
+    assert_eq!(ok.conditions[0].reason, "Reachable");
+}

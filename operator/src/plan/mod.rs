@@ -164,7 +164,7 @@ pub struct Step {
 }
 
 /// Why an object cannot converge this pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum IssueReason {
     /// A device gremesh did not create occupies a name, address or port it needs.
     ForeignDevice,

@@ -3,8 +3,8 @@
 --   Healthy      Ready=True (reason Reachable); also while the host has no status yet: a
 --                host is contacted only when a mesh that lists it is reconciled, so waiting
 --                here would block a sync that creates hosts before meshes forever
---   Degraded     Ready=False (Unreachable, HostKeyMismatch), with the condition's message
---                (for a key mismatch it carries both fingerprints)
+--   Degraded     Ready=False (Unreachable, HostKeyMismatch, AuthFailed), with the
+--                condition's message (for a key mismatch it carries both fingerprints)
 local hs = {}
 
 local status = obj.status
