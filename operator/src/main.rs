@@ -81,6 +81,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The private key given with `--identity`, if any (used for every host instead of Secrets).
+fn read_identity(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|p| {
+        std::fs::read(p).with_context(|| format!("cannot read --identity {}", p.display()))
+    })
+    .transpose()
+}
+
 async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let (inventory, report) = if args.cluster {
         let client = kube::Client::try_default().await?;
@@ -91,16 +99,9 @@ async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
         (inventory, report)
     } else {
         let inventory = Inventory::load(&args.files)?;
-        let identity_override = match &args.identity {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("cannot read --identity {}", path.display()))?,
-            ),
-            None => None,
-        };
         let opts = PassOptions {
             apply: false,
-            identity_override,
+            identity_override: read_identity(args.identity.as_deref())?,
             ..PassOptions::default()
         };
         match run_pass(&inventory, &opts, &|_, _| {}).await {
@@ -117,13 +118,7 @@ async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
 
 async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::load(&args.files)?;
-    let identity_override = match &args.identity {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read --identity {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let identity_override = read_identity(args.identity.as_deref())?;
     let opts = PassOptions {
         apply,
         prune_attachments: args.prune,
