@@ -70,6 +70,8 @@ fn conditions(
     out
 }
 
+/// What keeps host `h` from being ready in `mesh`, if it is a failure or a blocking issue:
+/// the condition reason and a message (without the host's name).
 fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
     if let Some(e) = &h.error {
         let reason = if h.capabilities.is_none() {
@@ -77,21 +79,18 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
         } else {
             "HostFailed"
         };
-        return Some((reason, format!("{}: {e}", h.host)));
+        return Some((reason, e.clone()));
     }
-    if let Some(i) = h
+    let issue = h
         .issues
         .iter()
-        .find(|i| i.mesh == mesh && i.attachment.is_none())
-    {
-        let reason = if i.reason == IssueReason::NetworkInUse {
-            "NetworkInUse"
-        } else {
-            "ForeignDevice"
-        };
-        return Some((reason, format!("{}: {}", h.host, i.message)));
-    }
-    None
+        .find(|i| i.mesh == mesh && i.attachment.is_none())?;
+    let reason = if issue.reason == IssueReason::NetworkInUse {
+        "NetworkInUse"
+    } else {
+        "ForeignDevice"
+    };
+    Some((reason, issue.message.clone()))
 }
 
 /// What the underlay must pass for the mesh's encapsulation.
@@ -150,20 +149,18 @@ pub fn mesh_status(
                 let message = match (&problem, on_mesh) {
                     (Some((_, m)), _) => m.clone(),
                     (None, Some(m)) if !m.peers_unanswered.is_empty() => format!(
-                        "{}: no answer across the tunnel to {} although the devices are up; the underlay may block {}",
-                        h.host,
+                        "no answer across the tunnel to {} although the devices are up; the underlay may block {}",
                         m.peers_unanswered.join(", "),
                         blocked_hint(mesh)
                     ),
-                    (None, Some(m)) if !tunnels_ok => format!(
-                        "{}: {} of {} tunnels up",
-                        h.host, m.tunnels_up, m.tunnels_expected
-                    ),
-                    (None, _) if !h.converged => format!("{}: not converged", h.host),
+                    (None, Some(m)) if !tunnels_ok => {
+                        format!("{} of {} tunnels up", m.tunnels_up, m.tunnels_expected)
+                    }
+                    (None, _) if !h.converged => "not converged".to_owned(),
                     _ => String::new(),
                 };
-                if let Some(p) = problem {
-                    problems.push(p);
+                if let Some((reason, m)) = problem {
+                    problems.push((reason, format!("{}: {m}", h.host)));
                 }
                 status.hosts.push(MeshHostStatus {
                     name: member.name.clone(),
@@ -172,10 +169,7 @@ pub fn mesh_status(
                     tunnels_up: on_mesh.map(|m| m.tunnels_up).unwrap_or(0),
                     tunnels_expected: on_mesh.map(|m| m.tunnels_expected).unwrap_or(0),
                     ready,
-                    message: message
-                        .split_once(": ")
-                        .map(|(_, m)| m.to_owned())
-                        .unwrap_or(message),
+                    message,
                 });
             }
             if let Some(e) = mesh_report.and_then(|m| m.error.clone()) {
