@@ -1,0 +1,130 @@
+//! Prune: removes the devices and Docker networks of in-scope meshes that the desired state
+//! no longer contains, before anything is built.
+//!
+//! Docker networks go first because they sit on the bridges; a network that still has
+//! containers connected is reported and keeps its mesh's bridge. Bridges are deleted last,
+//! after the devices that are their ports.
+
+use std::collections::BTreeSet;
+
+use crate::addressing::{IfName, NetworkName, Role};
+use crate::desired::MeshOnHost;
+use crate::observe::Link;
+
+use super::{Action, IssueReason, Planner, Scope};
+
+/// Whether a Docker network has exactly the wanted settings.
+fn network_matches(
+    net: &crate::observe::DockerNetworkState,
+    want: &crate::desired::DockerNetworkSpec,
+) -> bool {
+    net.name == want.name.as_str()
+        && net.subnet == Some(want.subnet)
+        && net.ip_range == Some(want.ip_range)
+        && net.gateway == Some(want.gateway)
+        && net.bridge.as_deref() == Some(want.bridge.as_str())
+        && net.mtu == Some(want.mtu)
+}
+
+/// Whether a gretap link has exactly the tunnel's endpoints and key.
+fn gre_matches(link: &Link, t: &crate::desired::TunnelSpec) -> bool {
+    link.gre.as_ref().is_some_and(|g| {
+        g.local == Some(t.local)
+            && g.remote == Some(t.remote)
+            && g.ikey == Some(t.key)
+            && g.okey == Some(t.key)
+    })
+}
+
+/// Whether a VXLAN link has exactly the mesh's VNI, local address and port.
+fn vxlan_matches(link: &Link, v: &crate::desired::VxlanSpec) -> bool {
+    link.vxlan
+        == Some(crate::observe::VxlanInfo {
+            id: v.vni,
+            local: Some(v.local),
+            port: v.port,
+        })
+}
+
+impl Planner<'_> {
+    /// Removes gremesh devices of in-scope meshes that the desired state does not contain.
+    pub(super) fn prune(&mut self, desired: &[MeshOnHost], scope: &Scope) {
+        // Docker networks first: they sit on the bridges. A network still in use keeps its
+        // mesh's bridge alive.
+        let mut keep_bridges: BTreeSet<String> = BTreeSet::new();
+        for net in &self.state.docker_networks {
+            if !scope.meshes.contains(&net.mesh) {
+                continue;
+            }
+            let want = desired
+                .iter()
+                .find(|m| m.mesh == net.mesh)
+                .and_then(|m| m.docker_network.as_ref());
+            if want.is_some_and(|w| network_matches(net, w)) {
+                continue;
+            }
+            let Some(name) = NetworkName::new(&net.name) else {
+                continue;
+            };
+            if net.containers > 0 {
+                keep_bridges.insert(net.mesh.clone());
+                let message = format!(
+                    "Docker network {} has {} container(s) connected, so it is not {}; disconnect them to let gremesh proceed",
+                    net.name,
+                    net.containers,
+                    if want.is_some() { "recreated with the new settings" } else { "removed (nor its bridge)" }
+                );
+                self.issue(&net.mesh, None, IssueReason::NetworkInUse, message);
+                continue;
+            }
+            self.removed_networks.insert(net.name.clone());
+            self.host(
+                Action::RemoveDockerNetwork { name },
+                &format!("mesh {} docker network {}", net.mesh, net.name),
+            );
+        }
+        let mut bridges = Vec::new();
+        for link in &self.state.links {
+            let Some(marker) = self.marker_of(link) else {
+                continue;
+            };
+            if !scope.meshes.contains(&marker.mesh) {
+                continue;
+            }
+            let mesh = desired.iter().find(|m| m.mesh == marker.mesh);
+            let keep = match (&marker.role, mesh) {
+                (_, None) => false,
+                (Role::Bridge, Some(m)) => m.bridge.name.as_str() == link.name,
+                (Role::Tunnel(peer), Some(m)) => m.tunnels.iter().any(|t| {
+                    t.name.as_str() == link.name && &t.peer == peer && gre_matches(link, t)
+                }),
+                (Role::Vxlan, Some(m)) => m
+                    .vxlan
+                    .as_ref()
+                    .is_some_and(|v| v.name.as_str() == link.name && vxlan_matches(link, v)),
+                (Role::Veth(att), Some(m)) => match m.attachments.iter().find(|a| &a.name == att) {
+                    Some(a) => a.veth.as_str() == link.name,
+                    None => !scope.prune_attachments,
+                },
+                (Role::Attach(_), Some(_)) => false,
+            };
+            if keep {
+                continue;
+            }
+            let name = IfName::new(&link.name).expect("names from the kernel fit");
+            let object = format!("mesh {} stale {}", marker.mesh, link.name);
+            self.deleted.insert(link.name.clone());
+            if marker.role == Role::Bridge {
+                if keep_bridges.contains(&marker.mesh) {
+                    continue;
+                }
+                bridges.push((name, object));
+            } else {
+                self.host(Action::DeleteLink { name }, &object);
+            }
+        }
+        for (name, object) in bridges {
+            self.host(Action::DeleteLink { name }, &object);
+        }
+    }
+}

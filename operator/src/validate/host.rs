@@ -1,0 +1,78 @@
+//! DockerHost rules: the name, SSH address, user, port, host key, key Secret and underlay
+//! address that SSH connections and tunnel endpoints are built from.
+
+use crate::api::DockerHost;
+
+use super::{printable, Checker};
+
+/// Checks one DockerHost's own fields.
+pub(super) fn check_host(c: &mut Checker, name: &str, host: &DockerHost) {
+    const K: &str = "DockerHost";
+    let spec = &host.spec;
+    let name_re = c.name_re.clone();
+    c.pattern(
+        K,
+        name,
+        "metadata.name",
+        name,
+        &name_re,
+        "a lowercase RFC 1123 name",
+    );
+    let re = c.address_re.clone();
+    c.pattern(
+        K,
+        name,
+        "spec.address",
+        &spec.address,
+        &re,
+        "an IPv4 address or DNS name",
+    );
+    if let Some(user) = &spec.user {
+        let re = c.user_re.clone();
+        c.pattern(K, name, "spec.user", user, &re, "a POSIX user name");
+    }
+    if spec.port == Some(0) {
+        c.push(K, name, "spec.port", "must be between 1 and 65535");
+    }
+    let re = c.host_key_re.clone();
+    c.pattern(
+        K,
+        name,
+        "spec.hostKey",
+        &spec.host_key,
+        &re,
+        "\"<key type> <base64>\" of a supported SSH host key type",
+    );
+    let re = c.secret_re.clone();
+    c.pattern(
+        K,
+        name,
+        "spec.sshKeySecretRef.name",
+        &spec.ssh_key_secret_ref.name,
+        &re,
+        "a Secret name",
+    );
+    let key = spec.ssh_key_secret_ref.key_or_default();
+    if key.is_empty()
+        || key.len() > 253
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        c.push(
+            K,
+            name,
+            "spec.sshKeySecretRef.key",
+            format!("{} is not a Secret key", printable(key)),
+        );
+    }
+    let u = spec.underlay_address;
+    if u.is_unspecified() || u.is_loopback() || u.is_multicast() || u.is_broadcast() {
+        c.push(
+            K,
+            name,
+            "spec.underlayAddress",
+            format!("{u} cannot be a tunnel endpoint"),
+        );
+    }
+}
