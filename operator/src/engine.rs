@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::desired::{self, DesiredError, MeshLayout, MeshOnHost};
 use crate::manifest::Inventory;
 use crate::observe::{parse_probe, probe_with_health, HostState, ProbeError};
-use crate::plan::{plan_host, Issue, IssueReason, Plan, Scope};
+use crate::plan::{gre_matches, plan_host, vxlan_matches, Issue, IssueReason, Plan, Scope};
 use crate::script::{self, apply_script, PROBE_MARK};
 use crate::ssh::{Connection, SshError, Target, Timeouts};
 use crate::validate::{validate, Rejected};
@@ -734,11 +734,7 @@ pub fn devices_up(m: &MeshOnHost, state: &HostState) -> Vec<String> {
             .filter(|l| l.up && l.master.as_deref() == Some(m.bridge.name.as_str()))
     };
     if let Some(v) = &m.vxlan {
-        let ok_dev = on_bridge(v.name.as_str()).is_some_and(|d| {
-            d.vxlan
-                .as_ref()
-                .is_some_and(|x| x.id == v.vni && x.port == v.port)
-        });
+        let ok_dev = on_bridge(v.name.as_str()).is_some_and(|d| vxlan_matches(d, v));
         let floods = state
             .fdb
             .get(v.name.as_str())
@@ -758,13 +754,7 @@ pub fn devices_up(m: &MeshOnHost, state: &HostState) -> Vec<String> {
     }
     m.tunnels
         .iter()
-        .filter(|t| {
-            on_bridge(t.name.as_str()).is_some_and(|l| {
-                l.gre.as_ref().is_some_and(|g| {
-                    g.ikey == Some(t.key) && g.okey == Some(t.key) && g.remote == Some(t.remote)
-                })
-            })
-        })
+        .filter(|t| on_bridge(t.name.as_str()).is_some_and(|l| gre_matches(l, t)))
         .map(|t| t.peer.clone())
         .collect()
 }

@@ -221,10 +221,9 @@ pub fn attachment_status(
     };
     let (ready, reason, message) = match outcome {
         Outcome::Rejected(errors) => {
-            let mine: Vec<String> = errors
+            let mine: Vec<&ValidationError> = errors
                 .iter()
                 .filter(|e| e.kind == "ContainerAttachment" && e.name == name)
-                .map(|e| format!("{}: {}", e.field, e.reason))
                 .collect();
             if mine.is_empty() {
                 (
@@ -233,11 +232,16 @@ pub fn attachment_status(
                     format!("mesh {} is rejected", att.spec.mesh),
                 )
             } else {
-                let conflict = mine.iter().any(|m| m.contains("already"));
+                let conflict = mine.iter().any(|e| e.conflicts_with.is_some());
+                let message = mine
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 (
                     false,
                     if conflict { "Conflict" } else { "Rejected" },
-                    mine.join("; "),
+                    message,
                 )
             }
         }

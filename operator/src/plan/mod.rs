@@ -35,6 +35,8 @@ mod network;
 mod prune;
 mod tunnel;
 
+pub use tunnel::{gre_matches, vxlan_matches};
+
 /// Which meshes a pass is responsible for.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {

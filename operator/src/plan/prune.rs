@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 
 use crate::addressing::{IfName, NetworkName, Role};
 use crate::desired::MeshOnHost;
-use crate::observe::Link;
 
-use super::{Action, IssueReason, Planner, Scope};
+use super::{gre_matches, vxlan_matches, Action, IssueReason, Planner, Scope};
 
 /// Whether a Docker network has exactly the wanted settings.
 fn network_matches(
@@ -24,26 +23,6 @@ fn network_matches(
         && net.gateway == Some(want.gateway)
         && net.bridge.as_deref() == Some(want.bridge.as_str())
         && net.mtu == Some(want.mtu)
-}
-
-/// Whether a gretap link has exactly the tunnel's endpoints and key.
-fn gre_matches(link: &Link, t: &crate::desired::TunnelSpec) -> bool {
-    link.gre.as_ref().is_some_and(|g| {
-        g.local == Some(t.local)
-            && g.remote == Some(t.remote)
-            && g.ikey == Some(t.key)
-            && g.okey == Some(t.key)
-    })
-}
-
-/// Whether a VXLAN link has exactly the mesh's VNI, local address and port.
-fn vxlan_matches(link: &Link, v: &crate::desired::VxlanSpec) -> bool {
-    link.vxlan
-        == Some(crate::observe::VxlanInfo {
-            id: v.vni,
-            local: Some(v.local),
-            port: v.port,
-        })
 }
 
 impl Planner<'_> {

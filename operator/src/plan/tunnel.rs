@@ -11,6 +11,26 @@ use crate::observe::Link;
 
 use super::{Action, IssueReason, Namespace, Planner};
 
+/// Whether a gretap link has exactly the tunnel's endpoints and key.
+pub fn gre_matches(link: &Link, t: &crate::desired::TunnelSpec) -> bool {
+    link.gre.as_ref().is_some_and(|g| {
+        g.local == Some(t.local)
+            && g.remote == Some(t.remote)
+            && g.ikey == Some(t.key)
+            && g.okey == Some(t.key)
+    })
+}
+
+/// Whether a VXLAN link has exactly the mesh's VNI, local address and port.
+pub fn vxlan_matches(link: &Link, v: &crate::desired::VxlanSpec) -> bool {
+    link.vxlan
+        == Some(crate::observe::VxlanInfo {
+            id: v.vni,
+            local: Some(v.local),
+            port: v.port,
+        })
+}
+
 impl Planner<'_> {
     /// Converges the gretap tunnel to one peer host.
     pub(super) fn tunnel(&mut self, m: &MeshOnHost, t: &crate::desired::TunnelSpec) {
@@ -23,14 +43,7 @@ impl Planner<'_> {
                     "a device named {} exists that gremesh did not create; tunnel to {} not built", t.name, t.peer));
                 return;
             }
-            let g = l.gre.as_ref();
-            let same = g.is_some_and(|g| {
-                g.local == Some(t.local)
-                    && g.remote == Some(t.remote)
-                    && g.ikey == Some(t.key)
-                    && g.okey == Some(t.key)
-            });
-            if !same {
+            if !gre_matches(l, t) {
                 self.host(
                     Action::DeleteLink {
                         name: t.name.clone(),
@@ -113,12 +126,7 @@ impl Planner<'_> {
                 );
                 return;
             }
-            let want = crate::observe::VxlanInfo {
-                id: v.vni,
-                local: Some(v.local),
-                port: v.port,
-            };
-            if l.vxlan.as_ref() != Some(&want) {
+            if !vxlan_matches(l, v) {
                 self.host(
                     Action::DeleteLink {
                         name: v.name.clone(),

@@ -40,10 +40,11 @@ pub(super) fn check_attachments(c: &mut Checker, inv: &Inventory) {
             .address
             .and_then(|a| addresses.insert((&spec.mesh, a), name))
         {
-            c.push(
+            c.conflict(
                 K,
                 name,
                 "spec.address",
+                other,
                 format!(
                     "{} is already used by attachment {other} in mesh {}",
                     spec.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
@@ -52,10 +53,11 @@ pub(super) fn check_attachments(c: &mut Checker, inv: &Inventory) {
             );
         }
         if let Some(other) = macs.insert((&spec.mesh, mac), name) {
-            c.push(
+            c.conflict(
                 K,
                 name,
                 "spec.mac",
+                other,
                 format!(
                     "{mac} is already used by attachment {other} in mesh {}",
                     spec.mesh
@@ -63,19 +65,21 @@ pub(super) fn check_attachments(c: &mut Checker, inv: &Inventory) {
             );
         }
         if let Some(other) = containers.insert((&spec.host, &spec.container, &spec.mesh), name) {
-            c.push(
+            c.conflict(
                 K,
                 name,
                 "spec.container",
+                other,
                 format!("container {} on {} is already attached to mesh {} by {other}; two interfaces in one subnet break routing (\"File exists\")", spec.container, spec.host, spec.mesh),
             );
         }
         for (i, route) in spec.routes.iter().enumerate() {
             if let Some(other) = routes.insert((&spec.host, &spec.container, route.to), name) {
-                c.push(
+                c.conflict(
                     K,
                     name,
                     format!("spec.routes[{i}].to"),
+                    other,
                     format!(
                         "container {} already has a route to {} from attachment {other}",
                         spec.container, route.to
@@ -87,10 +91,11 @@ pub(super) fn check_attachments(c: &mut Checker, inv: &Inventory) {
             (&spec.host, &spec.container, spec.interface_or_default()),
             name,
         ) {
-            c.push(
+            c.conflict(
                 K,
                 name,
                 "spec.interface",
+                other,
                 format!(
                     "{} in container {} is already used by attachment {other}",
                     spec.interface_or_default(),

@@ -187,20 +187,22 @@ pub(super) fn check_meshes_sharing_hosts(c: &mut Checker, inv: &Inventory) {
                     .unwrap_or_else(|| addressing::bridge_name(n).to_string())
             };
             if bridge(a, a_name) == bridge(b, b_name) {
-                c.push(
+                c.conflict(
                     "GreMesh",
                     b_name,
                     "spec.bridge",
+                    a_name,
                     format!("bridge name is already used by mesh {a_name} on a shared host"),
                 );
             }
             if a.spec.network.contains(&b.spec.network.network())
                 || b.spec.network.contains(&a.spec.network.network())
             {
-                c.push(
+                c.conflict(
                     "GreMesh",
                     b_name,
                     "spec.network",
+                    a_name,
                     format!(
                         "{} overlaps {} of mesh {a_name} on a shared host",
                         b.spec.network, a.spec.network
@@ -209,10 +211,11 @@ pub(super) fn check_meshes_sharing_hosts(c: &mut Checker, inv: &Inventory) {
             }
             let net = |m: &GreMesh| m.spec.docker_network.as_ref().map(|n| n.name.clone());
             if net(a).is_some() && net(a) == net(b) {
-                c.push(
+                c.conflict(
                     "GreMesh",
                     b_name,
                     "spec.dockerNetwork.name",
+                    a_name,
                     format!(
                         "Docker network name is already used by mesh {a_name} on a shared host"
                     ),
@@ -224,10 +227,11 @@ pub(super) fn check_meshes_sharing_hosts(c: &mut Checker, inv: &Inventory) {
                 && a.spec.key == b.spec.key
                 && a.spec.vxlan_port_or_default() == b.spec.vxlan_port_or_default()
             {
-                c.push(
+                c.conflict(
                     "GreMesh",
                     b_name,
                     "spec.key",
+                    a_name,
                     format!(
                         "VNI {} on port {} is already used by mesh {a_name} on a shared host",
                         b.spec.key,

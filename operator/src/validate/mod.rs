@@ -37,6 +37,9 @@ pub struct ValidationError {
     pub field: String,
     /// Why it is rejected.
     pub reason: String,
+    /// The older object this one conflicts with (same address, MAC, container...), if the
+    /// rule is a conflict between two objects.
+    pub conflicts_with: Option<String>,
 }
 
 /// All the errors of one spec.
@@ -91,7 +94,23 @@ impl Checker {
             name: name.to_owned(),
             field: field.into(),
             reason: reason.into(),
+            conflicts_with: None,
         });
+    }
+
+    /// Records that `name`'s `field` takes what the older object `other` already has.
+    fn conflict(
+        &mut self,
+        kind: &'static str,
+        name: &str,
+        field: impl Into<String>,
+        other: &str,
+        reason: impl Into<String>,
+    ) {
+        self.push(kind, name, field, reason);
+        if let Some(e) = self.errors.last_mut() {
+            e.conflicts_with = Some(other.to_owned());
+        }
     }
 
     fn pattern(
@@ -224,6 +243,29 @@ spec: {mesh: m1, host: host-a, container: web-a, address: 10.10.1.10}
                 .any(|e| e.contains("spec.address") && e.contains("web-a")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn conflicts_name_the_older_object_and_other_errors_do_not() {
+        let inv = load(&format!(
+            "{}---\n{}",
+            attachment(
+                "web-b",
+                "{mesh: m1, host: host-a, container: web-b, address: 10.10.1.10}"
+            ),
+            attachment(
+                "web-c",
+                "{mesh: m1, host: host-a, container: web-c, interface: eth-too-long-name}"
+            ),
+        ));
+        let Err(Rejected(errs)) = validate(&inv) else {
+            panic!("expected a rejection");
+        };
+        let of = |n: &str| errs.iter().find(|e| e.name == n).expect(n);
+        assert_eq!(of("web-b").field, "spec.address");
+        assert_eq!(of("web-b").conflicts_with.as_deref(), Some("web-a"));
+        assert_eq!(of("web-c").field, "spec.interface");
+        assert_eq!(of("web-c").conflicts_with, None);
     }
 
     #[test]
