@@ -1,8 +1,10 @@
 //! Loading manifests from YAML files into an [`Inventory`] of typed objects.
 //!
 //! The same manifests that `kubectl apply -f` takes: multi-document YAML holding `DockerHost`,
-//! `GreMesh`, `ContainerAttachment` and (for SSH keys) core `Secret` objects. Other kinds are
-//! skipped with a warning so that a folder shared with other tooling still loads.
+//! `GreMesh`, `ContainerAttachment` and (for SSH keys) core `Secret` objects. Objects of other
+//! API groups are skipped with a warning so that a folder shared with other tooling still
+//! loads; a document without `apiVersion` or `kind`, or of group `gremesh.io` with a kind or
+//! version gremesh does not know, is an error (it is almost certainly a typo).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,30 +31,33 @@ pub struct Inventory {
 #[non_exhaustive]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// A document is not valid YAML or does not fit its kind's schema.
-    #[error("{path}: document {index}: {reason}")]
+    /// A document is not valid YAML, is not a Kubernetes object, or does not fit its kind's
+    /// schema.
+    #[error("{path}: document {number}{object}: {reason}")]
     Document {
         /// The file.
         path: PathBuf,
-        /// Zero-based document index in the file.
-        index: usize,
-        /// Why (serde's message names the field).
+        /// One-based document number in the file.
+        number: usize,
+        /// ` (Kind name)` when the document got that far, else empty.
+        object: String,
+        /// Why, with the path of the offending field where there is one.
         reason: String,
     },
     /// Two objects of one kind share a name.
-    #[error("{path}: document {index}: duplicate {kind} {name}")]
+    #[error("{path}: document {number}: duplicate {kind} {name}")]
     Duplicate {
         /// The file.
         path: PathBuf,
-        /// Zero-based document index in the file.
-        index: usize,
+        /// One-based document number in the file.
+        number: usize,
         /// Kind of the object.
         kind: &'static str,
         /// Name of the object.
@@ -66,6 +71,24 @@ struct TypeMeta {
     api_version: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    metadata: Option<NameOnly>,
+}
+
+#[derive(Deserialize)]
+struct NameOnly {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl TypeMeta {
+    /// The object's name, or `(no name)`.
+    fn name(&self) -> &str {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.name.as_deref())
+            .unwrap_or("(no name)")
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,49 +122,57 @@ impl Inventory {
     /// Adds every document of one YAML text; `path` only names it in errors.
     pub fn add_yaml(&mut self, path: &Path, text: &str) -> Result<(), ManifestError> {
         for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let doc_err = |reason: String| ManifestError::Document {
+            let number = index + 1;
+            let doc_err = |object: String, reason: String| ManifestError::Document {
                 path: path.to_owned(),
-                index,
+                number,
+                object,
                 reason,
             };
-            let value =
-                serde_yaml::Value::deserialize(document).map_err(|e| doc_err(e.to_string()))?;
+            let value = serde_yaml::Value::deserialize(document)
+                .map_err(|e| doc_err(String::new(), e.to_string()))?;
             if value.is_null() {
                 continue;
             }
             let meta: TypeMeta =
-                serde_yaml::from_value(value.clone()).map_err(|e| doc_err(e.to_string()))?;
+                from_value(value.clone()).map_err(|e| doc_err(String::new(), e))?;
+            let object = if meta.kind.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} {})", meta.kind, meta.name())
+            };
+            let err = |reason: String| doc_err(object.clone(), reason);
             let dup = |kind: &'static str, name: String| ManifestError::Duplicate {
                 path: path.to_owned(),
-                index,
+                number,
                 kind,
                 name,
             };
             match (meta.api_version.as_str(), meta.kind.as_str()) {
                 ("gremesh.io/v1alpha1", "DockerHost") => {
-                    let obj: DockerHost = from_value(value).map_err(doc_err)?;
-                    let name = object_name(&obj.metadata).map_err(doc_err)?;
+                    let obj: DockerHost = from_value(value).map_err(err)?;
+                    let name = object_name(&obj.metadata).map_err(err)?;
                     if self.hosts.insert(name.clone(), obj).is_some() {
                         return Err(dup("DockerHost", name));
                     }
                 }
                 ("gremesh.io/v1alpha1", "GreMesh") => {
-                    let obj: GreMesh = from_value(value).map_err(doc_err)?;
-                    let name = object_name(&obj.metadata).map_err(doc_err)?;
+                    let obj: GreMesh = from_value(value).map_err(err)?;
+                    let name = object_name(&obj.metadata).map_err(err)?;
                     if self.meshes.insert(name.clone(), obj).is_some() {
                         return Err(dup("GreMesh", name));
                     }
                 }
                 ("gremesh.io/v1alpha1", "ContainerAttachment") => {
-                    let obj: ContainerAttachment = from_value(value).map_err(doc_err)?;
-                    let name = object_name(&obj.metadata).map_err(doc_err)?;
+                    let obj: ContainerAttachment = from_value(value).map_err(err)?;
+                    let name = object_name(&obj.metadata).map_err(err)?;
                     if self.attachments.insert(name.clone(), obj).is_some() {
                         return Err(dup("ContainerAttachment", name));
                     }
                 }
                 ("v1", "Secret") => {
-                    let doc: SecretDoc = from_value(value).map_err(doc_err)?;
-                    let data = secret_data(doc.data, doc.string_data).map_err(doc_err)?;
+                    let doc: SecretDoc = from_value(value).map_err(err)?;
+                    let data = secret_data(doc.data, doc.string_data).map_err(err)?;
                     if self
                         .secrets
                         .insert(doc.metadata.name.clone(), data)
@@ -150,8 +181,16 @@ impl Inventory {
                         return Err(dup("Secret", doc.metadata.name));
                     }
                 }
+                ("", _) => return Err(err("apiVersion: missing".to_owned())),
+                (_, "") => return Err(err("kind: missing".to_owned())),
+                (api_version, kind) if api_version.split('/').next() == Some(GROUP) => {
+                    return Err(err(format!(
+                        "{api_version} {kind} is not a kind gremesh knows (DockerHost, GreMesh, \
+                         ContainerAttachment of {GROUP}/v1alpha1)"
+                    )));
+                }
                 (api_version, kind) => {
-                    tracing::warn!(path = %path.display(), index, api_version, kind, "skipping object of a kind gremesh does not handle");
+                    tracing::warn!(path = %path.display(), document = number, api_version, kind, "skipping object of a kind gremesh does not handle");
                 }
             }
         }
@@ -159,8 +198,20 @@ impl Inventory {
     }
 }
 
+/// The API group of gremesh's kinds.
+const GROUP: &str = "gremesh.io";
+
+/// Deserializes `value`, naming the path of the offending field in the error.
 fn from_value<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
-    serde_yaml::from_value(value).map_err(|e| e.to_string())
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." {
+            inner.to_string()
+        } else {
+            format!("{field}: {inner}")
+        }
+    })
 }
 
 fn object_name(meta: &kube::api::ObjectMeta) -> Result<String, String> {
@@ -247,7 +298,30 @@ metadata: {name: other}
         let err = Inventory::default()
             .add_yaml(Path::new("m.yaml"), text)
             .unwrap_err();
-        assert!(err.to_string().contains("mtuu"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("m.yaml: document 1 (GreMesh m): spec.mtuu: unknown field `mtuu`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn typos_in_kind_or_api_version_are_errors_and_other_groups_are_skipped() {
+        let load = |text: &str| Inventory::default().add_yaml(Path::new("m.yaml"), text);
+        let typo = "apiVersion: gremesh.io/v1alpha1\nkind: GreMash\nmetadata: {name: m}\n";
+        let err = load(typo).unwrap_err().to_string();
+        assert!(
+            err.contains("document 1 (GreMash m)") && err.contains("not a kind"),
+            "{err}"
+        );
+        let err = load("kind: GreMesh\nmetadata: {name: m}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apiVersion: missing"), "{err}");
+        let two = "apiVersion: apps/v1\nkind: Deployment\n---\napiVersion: v1\nmetadata: {}\n";
+        let err = load(two).unwrap_err().to_string();
+        assert!(err.ends_with("document 2: kind: missing"), "{err}");
+        assert!(load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").is_ok());
     }
 
     #[test]
