@@ -22,13 +22,18 @@ pub struct IfName(String);
 
 /// An interface name that does not fit the rules.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not a valid interface name (1-15 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit)")]
+#[error("{0:?} is not a valid interface name (1-15 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit; not `all` or `default`, which the kernel reserves)")]
 pub struct BadIfName(pub String);
+
+/// Names the kernel gives a meaning of their own (`/proc/sys/net/ipv4/conf/all`, `…/default`):
+/// `ip link add` refuses them.
+const RESERVED_IFNAMES: [&str; 2] = ["all", "default"];
 
 impl IfName {
     /// Checks and wraps a name.
     pub fn new(name: &str) -> Result<Self, BadIfName> {
         let ok = (1..=15).contains(&name.len())
+            && !RESERVED_IFNAMES.contains(&name)
             && name.as_bytes()[0].is_ascii_alphanumeric()
             && name
                 .bytes()

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use super::Condition;
 pub const DEFAULT_INTERFACE: &str = "eth1";
 
 /// A veth from the mesh bridge into a running container's network namespace.
-#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[kube(
     group = "gremesh.io",
     version = "v1alpha1",
@@ -44,6 +44,7 @@ pub struct ContainerAttachmentSpec {
     /// Interface name inside the container (default `eth1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$"))]
+    #[x_kube(validation = kube::core::Rule::new("!(self in ['all', 'default'])").message("'all' and 'default' are reserved by the kernel"))]
     pub interface: Option<String>,
     /// The container's address on the mesh; must lie in the host's subnet. Unset: gremesh
     /// allocates the lowest free address of the host's subnet (after the gateway) and keeps it

@@ -63,6 +63,7 @@ pub struct GreMeshSpec {
     /// Name of the bridge on every host (default: derived from the mesh name, `gm-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$"))]
+    #[x_kube(validation = kube::core::Rule::new("!(self in ['all', 'default'])").message("'all' and 'default' are reserved by the kernel"))]
     pub bridge: Option<String>,
     /// How loops in the full mesh are prevented: `isolated` (split horizon, default) or `stp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,11 @@
 //! DockerHost rules: the name, SSH address, user, port, host key, key Secret and underlay
 //! address that SSH connections and tunnel endpoints are built from.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
 use crate::api::DockerHost;
+use crate::manifest::Inventory;
 
 use super::{printable, Checker};
 
@@ -74,5 +78,24 @@ pub(super) fn check_host(c: &mut Checker, name: &str, host: &DockerHost) {
             "spec.underlayAddress",
             format!("{u} cannot be a tunnel endpoint"),
         );
+    }
+}
+
+/// Two hosts with one underlay address would be one tunnel endpoint: every peer's tunnels to
+/// them would collide. The later name is rejected, naming the other.
+pub(super) fn check_hosts_distinct(c: &mut Checker, inv: &Inventory) {
+    let mut underlays: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+    for (name, host) in &inv.hosts {
+        let address = host.spec.underlay_address;
+        if let Some(other) = underlays.insert(address, name) {
+            c.conflict(
+                "DockerHost",
+                name,
+                "spec.underlayAddress",
+                other,
+                format!("{address} is already the underlay address of DockerHost {other}"),
+            );
+            underlays.insert(address, other);
+        }
     }
 }

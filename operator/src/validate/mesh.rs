@@ -3,12 +3,13 @@
 //! Docker network name, VXLAN VNI and port).
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
 use crate::addressing::{self, IfName};
 use crate::api::mesh::DEFAULT_HOST_PREFIX;
-use crate::api::{Encapsulation, GreMesh};
+use crate::api::{DockerHost, Encapsulation, GreMesh};
 use crate::manifest::Inventory;
 
 use super::{printable, Checker};
@@ -39,7 +40,9 @@ pub(super) fn check_mesh(c: &mut Checker, inv: &Inventory, name: &str, mesh: &Gr
                 field,
                 format!("host {} is listed twice", member.name),
             );
-        } else if !inv.hosts.contains_key(&member.name) {
+        } else if let Some(host) = inv.hosts.get(&member.name) {
+            check_network_spares_host(c, name, mesh, &member.name, host);
+        } else {
             c.push(
                 K,
                 name,
@@ -83,6 +86,37 @@ pub(super) fn check_mesh(c: &mut Checker, inv: &Inventory, name: &str, mesh: &Gr
         }
     }
     check_mesh_network(c, name, mesh);
+}
+
+/// The mesh network is on-link on every member's bridge: if it held a member's underlay or
+/// SSH address, the bridge's route would take that host's own traffic (and gremesh's SSH
+/// connection) into the mesh.
+fn check_network_spares_host(
+    c: &mut Checker,
+    name: &str,
+    mesh: &GreMesh,
+    host_name: &str,
+    host: &DockerHost,
+) {
+    let network = mesh.spec.network;
+    let ssh = host.spec.address.parse::<Ipv4Addr>().ok();
+    for (what, address) in [
+        ("underlay address", Some(host.spec.underlay_address)),
+        ("SSH address", ssh),
+    ] {
+        if let Some(address) = address.filter(|a| network.contains(a)) {
+            c.push(
+                "GreMesh",
+                name,
+                "spec.network",
+                format!(
+                    "{network} contains {address}, the {what} of host {host_name}; the mesh \
+                     network must not overlap the hosts' own networks"
+                ),
+            );
+            return;
+        }
+    }
 }
 
 fn check_mesh_network(c: &mut Checker, name: &str, mesh: &GreMesh) {

@@ -22,7 +22,7 @@ mod mesh;
 
 pub use attachment::check_address_in_subnet_error;
 use attachment::check_attachments;
-use host::check_host;
+use host::{check_host, check_hosts_distinct};
 use mesh::{check_mesh, check_meshes_sharing_hosts};
 
 /// One rule a spec breaks: which object, which field, and why.
@@ -149,6 +149,7 @@ pub fn validate(inv: &Inventory) -> Result<(), Rejected> {
     for (name, host) in &inv.hosts {
         check_host(&mut c, name, host);
     }
+    check_hosts_distinct(&mut c, inv);
     for (name, mesh) in &inv.meshes {
         check_mesh(&mut c, inv, name, mesh);
     }
@@ -266,6 +267,50 @@ spec: {mesh: m1, host: host-a, container: web-a, address: 10.10.1.10}
         assert_eq!(of("web-b").conflicts_with.as_deref(), Some("web-a"));
         assert_eq!(of("web-c").field, "spec.interface");
         assert_eq!(of("web-c").conflicts_with, None);
+    }
+
+    #[test]
+    fn mesh_network_over_a_hosts_own_address_is_rejected() {
+        let mesh = "apiVersion: gremesh.io/v1alpha1\nkind: GreMesh\nmetadata: {name: m3}\n\
+                    spec: {hosts: [{name: host-b}], key: 9, network: 10.200.0.0/24, \
+                    encapsulation: vxlan}\n";
+        let errs = errors(mesh);
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "GreMesh m3: spec.network: 10.200.0.0/24 contains \
+                                               10.200.0.12, the underlay address of host host-b"
+            )),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn two_hosts_with_one_underlay_address_are_rejected() {
+        let host = "apiVersion: gremesh.io/v1alpha1\nkind: DockerHost\nmetadata: {name: host-c}\n\
+                    spec: {address: 10.200.0.13, sshKeySecretRef: {name: k}, \
+                    hostKey: \"ssh-ed25519 AAAAC3Nz\", underlayAddress: 10.200.0.12}\n";
+        assert_eq!(
+            errors(host),
+            vec![
+                "DockerHost host-c: spec.underlayAddress: 10.200.0.12 is already the underlay \
+                  address of DockerHost host-b"
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_reserved_interface_names_are_rejected() {
+        for reserved in ["all", "default"] {
+            let errs = errors(&attachment(
+                "web-b",
+                &format!("{{mesh: m1, host: host-b, container: web-b, interface: {reserved}}}"),
+            ));
+            assert!(
+                errs.iter()
+                    .any(|e| e.contains("spec.interface") && e.contains("reserve")),
+                "{reserved}: {errs:?}"
+            );
+        }
     }
 
     #[test]
