@@ -303,24 +303,26 @@ pub fn allocate_addresses(
     out
 }
 
-/// Gateways of `host`'s peers that are known before any host is observed (pinned subnets, or
-/// the subnets the mesh status recorded), for the health check of the observe round trip.
+/// Gateways of `host`'s peers as far as they are known before any host is observed: the
+/// meshes laid out from pinned subnets, the subnets the mesh status recorded and the
+/// name-derived slots. The observe round trip health-checks these; a peer whose subnet turns
+/// out different once every host was observed is checked in a round trip of its own.
 pub fn known_peer_gateways(inv: &Inventory, host: &str) -> Vec<Ipv4Addr> {
     let mut out = std::collections::BTreeSet::new();
-    for mesh in inv.meshes.values() {
+    for (name, mesh) in &inv.meshes {
         if !mesh.spec.hosts.iter().any(|m| m.name == host) {
             continue;
         }
-        for member in mesh.spec.hosts.iter().filter(|m| m.name != host) {
-            let recorded = mesh
-                .status
-                .as_ref()
-                .and_then(|st| st.hosts.iter().find(|h| h.name == member.name))
-                .and_then(|h| h.subnet);
-            if let Some(subnet) = member.subnet.or(recorded) {
-                out.insert(addressing::gateway(subnet));
-            }
-        }
+        let Ok(guess) = layout(inv, name, mesh, &BTreeMap::new()) else {
+            continue;
+        };
+        out.extend(
+            guess
+                .subnets
+                .iter()
+                .filter(|(peer, _)| peer.as_str() != host)
+                .map(|(_, subnet)| addressing::gateway(*subnet)),
+        );
     }
     out.into_iter().collect()
 }
@@ -613,5 +615,26 @@ spec: {mesh: m1, host: host-a, container: c1}
         );
         assert_eq!(got["b-second"], "10.10.1.3".parse::<Ipv4Addr>().unwrap());
         assert_eq!(got["z-first"], "10.10.1.4".parse::<Ipv4Addr>().unwrap());
+    }
+
+    #[test]
+    fn peer_gateways_known_before_observing_include_unpinned_peers() {
+        let mut inv = inventory();
+        let extra = "apiVersion: gremesh.io/v1alpha1\nkind: DockerHost\nmetadata: {name: host-b}\n\
+                     spec: {address: 10.200.0.12, sshKeySecretRef: {name: k}, \
+                     hostKey: \"ssh-ed25519 AAAA\", underlayAddress: 10.200.0.12}\n";
+        inv.add_yaml(Path::new("b.yaml"), extra).unwrap();
+        let m1 = inv.meshes.get_mut("m1").unwrap();
+        m1.spec.hosts.push(crate::api::mesh::MeshMember {
+            name: "host-b".into(),
+            subnet: None,
+        });
+        let observed = layout(&inv, "m1", &inv.meshes["m1"], &BTreeMap::new()).unwrap();
+        let b_gateway = addressing::gateway(observed.subnets["host-b"]);
+        assert_eq!(known_peer_gateways(&inv, "host-a"), vec![b_gateway]);
+        assert_eq!(
+            known_peer_gateways(&inv, "host-b"),
+            vec!["10.10.1.1".parse::<Ipv4Addr>().unwrap()]
+        );
     }
 }

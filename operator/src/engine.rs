@@ -303,10 +303,16 @@ pub struct PassReport {
 }
 
 impl PassReport {
-    /// Whether any host failed.
+    /// Whether any host failed or a mesh could not be laid out.
     pub fn failed(&self) -> bool {
         self.hosts.iter().any(|h| h.error.is_some())
             || self.meshes.iter().any(|m| m.error.is_some())
+    }
+
+    /// Whether any object is blocked (a foreign device in the way, a container that is not
+    /// running, a conflict...): the hosts did what they could, but not all of the spec.
+    pub fn blocked(&self) -> bool {
+        self.hosts.iter().any(|h| !h.issues.is_empty())
     }
 }
 
@@ -536,8 +542,23 @@ async fn observe_host(
             let underlay = inv.hosts.get(host).map(|h| h.spec.underlay_address);
             state.capabilities.underlay_mtu = underlay.and_then(|a| state.underlay_mtu(a));
             work.report.capabilities = Some(state.capabilities.clone());
-            work.state = Some(state);
-            work.conn = Some(conn);
+            match underlay.filter(|_| state.capabilities.underlay_mtu.is_none()) {
+                // Tunnels from an address the host does not have would never carry a frame.
+                Some(address) => {
+                    let e = HostError::Config(format!(
+                        "spec.underlayAddress: {address} is not an address of this host; \
+                         nothing was changed on it"
+                    ));
+                    tracing::warn!(host, error = %e, "host not converged");
+                    work.report.fail(&e);
+                    work.report.round_trips = conn.round_trips();
+                    conn.close().await;
+                }
+                None => {
+                    work.state = Some(state);
+                    work.conn = Some(conn);
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(host, error = %e, "host not observed");
@@ -655,9 +676,45 @@ async fn converge_observed(
         final_plan = plan_host(&desired, &final_state, scope);
     } else {
         tracing::debug!(host = %host, steps = final_plan.steps.len(), "no change applied");
+        check_unprobed_peers(inv, &host, opts, conn, &desired, &mut final_state).await?;
     }
     report.converged = final_plan.is_empty();
     summarize(report, &desired, &final_state, &final_plan);
+    Ok(())
+}
+
+/// Health-checks, in a round trip of its own, the peer gateways the observe round trip could
+/// not know in advance (a subnet that differs from what the spec, the status and the
+/// name-derived slot suggested), so that a pass without changes judges every tunnel too.
+async fn check_unprobed_peers(
+    inv: &Inventory,
+    host: &str,
+    opts: &PassOptions,
+    conn: &Connection,
+    desired: &[MeshOnHost],
+    state: &mut HostState,
+) -> Result<(), HostError> {
+    let asked: BTreeSet<std::net::Ipv4Addr> = desired::known_peer_gateways(inv, host)
+        .into_iter()
+        .collect();
+    let missing: Vec<std::net::Ipv4Addr> = health_targets(desired)
+        .into_iter()
+        .filter(|gw| !asked.contains(gw))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    tracing::debug!(
+        host,
+        peers = missing.len(),
+        "health-checking peers the probe could not know"
+    );
+    let out = conn
+        .run_script(&probe_with_health(&missing, 1), opts.timeouts.command)
+        .await
+        .map_err(HostError::ProbeRun)?;
+    let checked = parse_probe(&out).map_err(HostError::ProbeOutput)?;
+    state.health.extend(checked.health);
     Ok(())
 }
 

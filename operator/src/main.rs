@@ -1,28 +1,31 @@
 //! The `gremesh` binary.
 
-use std::io::Write;
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 
 use gremesh::cli::output::{summary, ProgressView};
-use gremesh::cli::{Cli, Command, GraphArgs, OutputFormat, PassArgs};
+use gremesh::cli::{Cli, Command, DeleteArgs, GraphArgs, OutputFormat, PassArgs};
 use gremesh::controller::{LeaseSettings, Settings};
 use gremesh::engine::{run_pass, PassOptions};
 use gremesh::manifest::Inventory;
 use gremesh::ssh::Timeouts;
+use gremesh::validate::{Rejected, ValidationError};
 
 /// Exit code when the spec is rejected or cannot be read.
 const EXIT_REJECTED: u8 = 2;
-/// Exit code when at least one host failed.
-const EXIT_HOST_FAILED: u8 = 1;
+/// Exit code when a host failed or an object is blocked.
+const EXIT_NOT_CONVERGED: u8 = 1;
 
 fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
@@ -78,6 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Graph(args) => graph(args).await,
         Command::Plan(args) => pass(args, false).await,
         Command::Apply(args) => pass(args, true).await,
+        Command::Delete(args) => delete(args).await,
     }
 }
 
@@ -118,7 +122,6 @@ async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
 
 async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::load(&args.files)?;
-    let identity_override = read_identity(args.identity.as_deref())?;
     let opts = PassOptions {
         apply,
         prune_attachments: args.prune,
@@ -126,23 +129,93 @@ async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
             connect: args.connect_timeout,
             command: args.command_timeout,
         },
-        identity_override,
+        identity_override: read_identity(args.identity.as_deref())?,
+        // Hosts in no mesh too: a host taken out of a mesh gets that mesh's devices removed.
+        extra_hosts: inventory.hosts.keys().cloned().collect(),
         ..PassOptions::default()
     };
-    let view = ProgressView::new(args.output == OutputFormat::Json);
-    let report = match run_pass(&inventory, &opts, &|host, p| view.report(host, p)).await {
+    run_and_report(&inventory, &opts, args.output).await
+}
+
+async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let mut inventory = Inventory::load(&args.files)?;
+    if let Err(rejected) = validate_mesh_names(&args.meshes) {
+        eprintln!("{rejected}");
+        return Ok(ExitCode::from(EXIT_REJECTED));
+    }
+    let meshes: BTreeSet<String> = std::mem::take(&mut inventory.meshes)
+        .into_keys()
+        .chain(args.meshes.iter().cloned())
+        .collect();
+    anyhow::ensure!(
+        !meshes.is_empty(),
+        "nothing to delete: the manifests hold no GreMesh and no --mesh was given"
+    );
+    inventory.attachments.clear();
+    let opts = PassOptions {
+        apply: !args.dry_run,
+        prune_attachments: true,
+        timeouts: Timeouts {
+            connect: args.connect_timeout,
+            command: args.command_timeout,
+        },
+        identity_override: read_identity(args.identity.as_deref())?,
+        scope: Some(meshes),
+        extra_hosts: inventory.hosts.keys().cloned().collect(),
+        ..PassOptions::default()
+    };
+    run_and_report(&inventory, &opts, args.output).await
+}
+
+/// `--mesh` names must be names a GreMesh can have.
+fn validate_mesh_names(names: &[String]) -> Result<(), Rejected> {
+    let pattern = regex::Regex::new(gremesh::api::NAME_PATTERN).expect("static pattern");
+    let errors: Vec<ValidationError> = names
+        .iter()
+        .filter(|n| !pattern.is_match(n))
+        .map(|n| ValidationError {
+            kind: "GreMesh",
+            name: format!("{n:?}"),
+            field: "--mesh".to_owned(),
+            reason: "is not a lowercase RFC 1123 name".to_owned(),
+            conflicts_with: None,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejected(errors))
+    }
+}
+
+/// Runs one pass of the CLI with progress, prints the summary and returns the exit code:
+/// 0 when every host converged and nothing is blocked, 1 when a host failed or an object is
+/// blocked, 2 when the spec is rejected (no host was contacted).
+async fn run_and_report(
+    inventory: &Inventory,
+    opts: &PassOptions,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    if opts.identity_override.is_none() {
+        if let Err(rejected) = gremesh::validate::check_secrets(inventory) {
+            eprintln!("{rejected}");
+            return Ok(ExitCode::from(EXIT_REJECTED));
+        }
+    }
+    let view = ProgressView::new(output == OutputFormat::Json);
+    let report = match run_pass(inventory, opts, &|host, p| view.report(host, p)).await {
         Ok(report) => report,
         Err(rejected) => {
             eprintln!("{rejected}");
             return Ok(ExitCode::from(EXIT_REJECTED));
         }
     };
-    match args.output {
+    match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print!("{}", summary(&report, !apply)),
+        OutputFormat::Text => print!("{}", summary(&report, !opts.apply)),
     }
-    Ok(if report.failed() {
-        ExitCode::from(EXIT_HOST_FAILED)
+    Ok(if report.failed() || report.blocked() {
+        ExitCode::from(EXIT_NOT_CONVERGED)
     } else {
         ExitCode::SUCCESS
     })

@@ -1,4 +1,4 @@
-//! Command-line front door: `gremesh plan`, `gremesh apply`, `gremesh crd`.
+//! Command-line front door: `gremesh plan`, `apply`, `delete`, `graph`, `crd`, `operator`.
 
 pub mod output;
 
@@ -28,7 +28,14 @@ pub enum Command {
     /// Show, per host, the steps that would converge it; change nothing.
     Plan(PassArgs),
     /// Converge every host of the manifests once.
+    ///
+    /// Every DockerHost in the manifests is visited, also those in no mesh: devices of the
+    /// given meshes on hosts that are no longer members are removed there.
     Apply(PassArgs),
+    /// Remove meshes from the hosts: everything gremesh built for the GreMesh objects in the
+    /// manifests (and for the meshes named with `--mesh`), on every DockerHost in the
+    /// manifests. Containers keep running; only their mesh interfaces go.
+    Delete(DeleteArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Print the meshes as a Graphviz DOT graph (hosts, tunnels up/down, attached containers),
@@ -108,6 +115,32 @@ pub struct PassArgs {
     /// Also remove attachments of the given meshes that the manifests no longer list.
     #[arg(long)]
     pub prune: bool,
+    /// Output format of the summary.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// SSH connect timeout.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Time limit for one remote script (probe or apply).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub command_timeout: Duration,
+}
+
+/// Arguments of `gremesh delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Manifest files or folders: the DockerHosts to clean, and the GreMesh objects to remove.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also remove this mesh (by name), whose manifest may be gone. Repeatable.
+    #[arg(long = "mesh", value_name = "NAME")]
+    pub meshes: Vec<String>,
+    /// Show the steps that would remove them; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Private key file to use for every host instead of the referenced Secrets.
+    #[arg(short = 'i', long)]
+    pub identity: Option<PathBuf>,
     /// Output format of the summary.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -65,6 +65,10 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
     let mut out = String::new();
     if show_steps {
         for h in &report.hosts {
+            if let (true, Some(e)) = (h.planned.is_empty(), &h.error) {
+                let _ = writeln!(out, "{}: not planned: {e}", h.host);
+                continue;
+            }
             if h.planned.is_empty() {
                 let _ = writeln!(out, "{}: no change", h.host);
                 continue;
@@ -82,10 +86,12 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
         "HOST", "PLANNED", "APPLIED", "TIME"
     );
     for h in &report.hosts {
-        let result = match (&h.error, h.converged) {
-            (Some(e), _) => format!("FAILED: {e}"),
-            (None, true) => "converged".to_owned(),
-            (None, false) => "not converged".to_owned(),
+        let result = match (&h.error, h.converged, h.issues.len()) {
+            (Some(e), _, _) => format!("FAILED: {e}"),
+            (None, _, 1) => "blocked (1 issue below)".to_owned(),
+            (None, _, n) if n > 1 => format!("blocked ({n} issues below)"),
+            (None, true, _) => "converged".to_owned(),
+            (None, false, _) => "not converged".to_owned(),
         };
         let _ = writeln!(
             out,
@@ -96,9 +102,19 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
             h.duration.as_secs_f64()
         );
         for m in h.meshes.iter().filter(|m| !m.peers_unanswered.is_empty()) {
+            let stp = report
+                .meshes
+                .iter()
+                .any(|x| x.mesh == m.mesh && x.loop_prevention == LoopPrevention::Stp);
+            let hint = if stp {
+                "STP ports still settling (forward delay, about 30 s after a change), or the \
+                 underlay blocks the encapsulation"
+            } else {
+                "underlay blocking the encapsulation?"
+            };
             let _ = writeln!(
                 out,
-                "{:<12} ! mesh {}: no answer across the tunnel to {} although the devices are up (underlay blocking the encapsulation?)",
+                "{:<12} ! mesh {}: no answer across the tunnel to {} although the devices are up ({hint})",
                 "",
                 m.mesh,
                 m.peers_unanswered.join(", ")
@@ -140,16 +156,84 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
                     LoopPrevention::Isolated => "isolated tunnel ports",
                     LoopPrevention::Stp => "stp",
                 };
+                let hosts = if hosts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", hosts.join(", "))
+                };
                 let _ = writeln!(
                     out,
-                    "mesh {}: {state}, {} mtu {}, loop prevention: {loops} — {}",
+                    "mesh {}: {state}, {} mtu {}, loop prevention: {loops}{hosts}",
                     m.mesh,
                     m.encapsulation.as_str(),
                     m.mtu,
-                    hosts.join(", ")
                 );
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{HostReport, IssueReport, MeshReport};
+    use crate::plan::IssueReason;
+
+    #[test]
+    fn summary_tells_failed_blocked_and_converged_hosts_apart() {
+        let report = PassReport {
+            hosts: vec![
+                HostReport {
+                    host: "host-a".into(),
+                    converged: true,
+                    ..HostReport::default()
+                },
+                HostReport {
+                    host: "host-b".into(),
+                    converged: true,
+                    issues: vec![IssueReport {
+                        mesh: "m1".into(),
+                        attachment: Some("web-b".into()),
+                        reason: IssueReason::ContainerMissing,
+                        message: "no container web-b on host-b".into(),
+                    }],
+                    ..HostReport::default()
+                },
+                HostReport {
+                    host: "host-c".into(),
+                    error: Some("cannot connect to 10.0.0.3:22: refused".into()),
+                    ..HostReport::default()
+                },
+            ],
+            meshes: vec![MeshReport {
+                mesh: "m1".into(),
+                mtu: 1450,
+                encapsulation: crate::api::Encapsulation::Vxlan,
+                loop_prevention: LoopPrevention::Isolated,
+                ready: false,
+                error: None,
+            }],
+        };
+        let text = summary(&report, true);
+        assert!(text.contains("host-a: no change"), "{text}");
+        assert!(
+            text.contains("host-c: not planned: cannot connect"),
+            "{text}"
+        );
+        let row = |h: &str| {
+            text.lines()
+                .find(|l| l.starts_with(h) && l.contains("s "))
+                .unwrap()
+        };
+        assert!(row("host-a").ends_with("converged"), "{text}");
+        assert!(row("host-b").ends_with("blocked (1 issue below)"), "{text}");
+        assert!(row("host-c").contains("FAILED: cannot connect"), "{text}");
+        assert!(text.contains("attachment web-b: no container web-b on host-b (ContainerMissing)"));
+        assert!(
+            text.ends_with("loop prevention: isolated tunnel ports\n"),
+            "{text}"
+        );
+        assert!(report.blocked() && report.failed());
+    }
 }

@@ -95,11 +95,17 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
 
 /// What the underlay must pass for the mesh's encapsulation.
 fn blocked_hint(mesh: &GreMesh) -> String {
-    match mesh.spec.encapsulation_or_default() {
+    let blocked = match mesh.spec.encapsulation_or_default() {
         crate::api::Encapsulation::Gretap => "IP protocol 47 (GRE)".to_owned(),
         crate::api::Encapsulation::Vxlan => {
             format!("UDP port {} (VXLAN)", mesh.spec.vxlan_port_or_default())
         }
+    };
+    match mesh.spec.loop_prevention_or_default() {
+        crate::api::LoopPrevention::Stp => {
+            format!("{blocked}, or STP ports are still settling (forward delay, about 30 s)")
+        }
+        crate::api::LoopPrevention::Isolated => blocked,
     }
 }
 

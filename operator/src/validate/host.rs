@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use crate::api::DockerHost;
 use crate::manifest::Inventory;
 
-use super::{printable, Checker};
+use super::{printable, Checker, Rejected};
 
 /// Checks one DockerHost's own fields.
 pub(super) fn check_host(c: &mut Checker, name: &str, host: &DockerHost) {
@@ -98,4 +98,33 @@ pub(super) fn check_hosts_distinct(c: &mut Checker, inv: &Inventory) {
             underlays.insert(address, other);
         }
     }
+}
+
+/// With keys taken from the manifests (no `--identity`), every host's key Secret must be
+/// among them; a missing one is a rejection before any host is contacted. (The operator
+/// reads Secrets from the cluster, where one may appear later: there it is a host failure
+/// that is retried.)
+pub fn check_secrets(inv: &Inventory) -> Result<(), Rejected> {
+    let mut c = Checker::new();
+    for (name, host) in &inv.hosts {
+        let secret = &host.spec.ssh_key_secret_ref;
+        let key = secret.key_or_default();
+        if !inv
+            .secrets
+            .get(&secret.name)
+            .is_some_and(|s| s.contains_key(key))
+        {
+            c.push(
+                "DockerHost",
+                name,
+                "spec.sshKeySecretRef",
+                format!(
+                    "Secret {} with key {key} is not in the manifests (add it with -f, or give \
+                     the private key with --identity)",
+                    secret.name
+                ),
+            );
+        }
+    }
+    c.into_result()
 }

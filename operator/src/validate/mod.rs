@@ -22,6 +22,7 @@ mod mesh;
 
 pub use attachment::check_address_in_subnet_error;
 use attachment::check_attachments;
+pub use host::check_secrets;
 use host::{check_host, check_hosts_distinct};
 use mesh::{check_mesh, check_meshes_sharing_hosts};
 
@@ -98,6 +99,15 @@ impl Checker {
         });
     }
 
+    /// `Err` with every error recorded, if there is one.
+    fn into_result(self) -> Result<(), Rejected> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejected(self.errors))
+        }
+    }
+
     /// Records that `name`'s `field` takes what the older object `other` already has.
     fn conflict(
         &mut self,
@@ -155,11 +165,7 @@ pub fn validate(inv: &Inventory) -> Result<(), Rejected> {
     }
     check_meshes_sharing_hosts(&mut c, inv);
     check_attachments(&mut c, inv);
-    if c.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Rejected(c.errors))
-    }
+    c.into_result()
 }
 
 #[cfg(test)]
@@ -296,6 +302,22 @@ spec: {mesh: m1, host: host-a, container: web-a, address: 10.10.1.10}
                   address of DockerHost host-b"
             ]
         );
+    }
+
+    #[test]
+    fn key_secrets_missing_from_the_manifests_are_named() {
+        let mut inv = load("");
+        let err = check_secrets(&inv).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "DockerHost host-a: spec.sshKeySecretRef: Secret k with key ssh-privatekey"
+            ) && err.contains("DockerHost host-b"),
+            "{err}"
+        );
+        let key =
+            std::collections::BTreeMap::from([("ssh-privatekey".to_owned(), b"KEY".to_vec())]);
+        inv.secrets.insert("k".into(), key);
+        assert_eq!(check_secrets(&inv), Ok(()));
     }
 
     #[test]
