@@ -7,11 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --quiet
+bin=${CARGO_TARGET_DIR:-target}/debug/gremesh
 tests/lab/lab.sh up 3 >/dev/null
 for h in a b c; do tests/lab/lab.sh run "host-$h" "web-$h" >/dev/null; done
 
 echo "== gremesh apply -f /run/gremesh-lab/hosts.yaml -f examples/lab-vxlan-mesh.yaml"
-target/debug/gremesh apply -f /run/gremesh-lab/hosts.yaml -f examples/lab-vxlan-mesh.yaml
+"$bin" apply -f /run/gremesh-lab/hosts.yaml -f examples/lab-vxlan-mesh.yaml
 
 for peer in "web-b 10.10.2.10" "web-c 10.10.3.10"; do
   set -- $peer
@@ -19,4 +20,4 @@ for peer in "web-b 10.10.2.10" "web-c 10.10.3.10"; do
   tests/lab/lab.sh sh host-a docker exec web-a ping -c 3 "$2"
 done
 echo "== again: nothing to change"
-target/debug/gremesh apply -f /run/gremesh-lab/hosts.yaml -f examples/lab-vxlan-mesh.yaml
+"$bin" apply -f /run/gremesh-lab/hosts.yaml -f examples/lab-vxlan-mesh.yaml

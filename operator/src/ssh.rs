@@ -343,7 +343,7 @@ async fn classify(target: &Target, error: openssh::Error) -> SshError {
         let presented = presented_key(target)
             .await
             .map(|k| fingerprint(&k))
-            .unwrap_or_else(|e| format!("an unreadable key ({e})"));
+            .unwrap_or_else(|e| format!("no key of the pinned type ({e})"));
         return SshError::HostKeyMismatch {
             presented,
             pinned: fingerprint(&target.host_key),
@@ -393,7 +393,7 @@ async fn presented_key(target: &Target) -> Result<String, String> {
             let (_, t, k) = (f.next()?, f.next()?, f.next()?);
             Some(format!("{t} {k}"))
         })
-        .ok_or_else(|| "host sent no key".to_owned())
+        .ok_or_else(|| format!("the host offers no {key_type} host key"))
 }
 
 #[cfg(test)]

@@ -6,10 +6,13 @@
 #   tests/vm/run.sh                 # the suite (pytest arguments may follow, e.g. -k s13)
 #   KEEP_VMLAB=1 tests/vm/run.sh    # leave the guests running afterwards
 #
-# The gremesh binary: $GREMESH_BIN, else target/debug/gremesh (built with cargo if missing).
+# The gremesh binary: $GREMESH_BIN, else debug/gremesh under $CARGO_TARGET_DIR or target/
+# (built with cargo if missing).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
-export GREMESH_BIN=${GREMESH_BIN:-$PWD/target/debug/gremesh}
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$PWD/$target_dir
+export GREMESH_BIN=${GREMESH_BIN:-$target_dir/debug/gremesh}
 t0=$SECONDS
 
 if [[ ! -x $GREMESH_BIN ]]; then
