@@ -1,0 +1,135 @@
+"""Lab end-to-end: what `gremesh apply`, `plan` and `delete` promise on the command line —
+hosts taken out of a mesh are cleaned, meshes can be deleted (also by name), the exit status
+says when an object is blocked, bad input that only the CLI can see is rejected before any
+login, and a pass without changes still judges every tunnel."""
+
+import json
+
+from conftest import (HOSTS, HOSTS_YAML, accepted_logins, apply, attachment_yaml, docker_exec,
+                      gremesh, gremesh_links, links, mesh_yaml, on_host, write)
+
+ADDRS = {"host-a": "10.10.1.10", "host-b": "10.10.2.10", "host-c": "10.10.3.10"}
+
+
+def mesh_with_attachments(tmp_path, hosts=HOSTS, name="mesh.yaml", **kw):
+    text = mesh_yaml(hosts=hosts, **kw)
+    for i, host in enumerate(hosts):
+        text += attachment_yaml("web-" + host[-1], host, "web-" + host[-1], f"10.10.{i + 1}.10")
+    return write(tmp_path, name, text)
+
+
+def host_report(report, host):
+    return next(h for h in report["hosts"] if h["host"] == host)
+
+
+def link_names(host):
+    return sorted(l["ifname"] for l in links(host))
+
+
+def test_host_taken_out_of_a_mesh_is_cleaned_by_apply(fresh, tmp_path):
+    apply(mesh_with_attachments(tmp_path))
+    assert gremesh_links("host-c")
+
+    _, report = apply(mesh_with_attachments(tmp_path, hosts=["host-a", "host-b"], name="two.yaml"))
+    assert gremesh_links("host-c") == [], "host-c still carries mesh devices"
+    assert "eth1" not in docker_exec("host-c", "web-c", "ip", "link").stdout
+    assert host_report(report, "host-c")["planned"], "host-c was not visited"
+    for host in ("host-a", "host-b"):
+        mesh = host_report(report, host)["meshes"][0]
+        assert (mesh["tunnelsUp"], mesh["tunnelsExpected"]) == (1, 1), mesh
+        fdb = on_host(host, "bridge", "-j", "fdb", "show").stdout
+        assert "10.200.0.13" not in fdb, f"{host} still floods to host-c"
+    docker_exec("host-a", "web-a", "ping", "-c", "1", "-W", "2", ADDRS["host-b"])
+    _, again = apply(mesh_with_attachments(tmp_path, hosts=["host-a", "host-b"], name="two.yaml"))
+    assert all(h["planned"] == [] for h in again["hosts"])
+
+
+def test_delete_removes_the_mesh_everywhere_and_keeps_the_containers(fresh, tmp_path):
+    manifest = mesh_with_attachments(tmp_path)
+    apply(manifest)
+    before = {h: link_names(h) for h in HOSTS}
+
+    dry = gremesh("delete", "--dry-run", "-f", str(HOSTS_YAML), "--mesh", "m1")
+    assert dry.returncode == 0, dry.stderr
+    assert "steps" in dry.stdout and {h: link_names(h) for h in HOSTS} == before
+
+    res = gremesh("delete", "-o", "json", "-f", str(HOSTS_YAML), "-f", str(manifest))
+    assert res.returncode == 0, res.stdout + res.stderr
+    for host in HOSTS:
+        assert gremesh_links(host) == [], host
+        assert "eth1" not in docker_exec(host, "web-" + host[-1], "ip", "link").stdout
+        state = on_host(host, "docker", "inspect", "-f", "{{.State.Running}}", "web-" + host[-1])
+        assert state.stdout.strip() == "true"
+    again = gremesh("delete", "-o", "json", "-f", str(HOSTS_YAML), "--mesh", "m1")
+    assert again.returncode == 0 and all(h["planned"] == [] for h in json.loads(again.stdout)["hosts"])
+
+
+def test_blocked_attachment_makes_apply_exit_1_and_says_why(fresh, tmp_path):
+    text = mesh_yaml() + attachment_yaml("ghost", "host-b", "does-not-exist", "10.10.2.20")
+    res, report = apply(write(tmp_path, "ghost.yaml", text), check=False)
+    assert res.returncode == 1, res.stdout
+    issues = host_report(report, "host-b")["issues"]
+    assert [(i["attachment"], i["reason"]) for i in issues] == [("ghost", "ContainerMissing")]
+    text_out = gremesh("apply", "-f", str(HOSTS_YAML), "-f", str(tmp_path / "ghost.yaml")).stdout
+    assert "blocked (1 issue below)" in text_out and "ContainerMissing" in text_out, text_out
+    # Everything that is not blocked was still built.
+    assert report["meshes"][0]["ready"], report["meshes"]
+
+
+def test_inputs_only_the_cli_sees_are_rejected_before_any_login(lab_up, tmp_path):
+    logins = {h: accepted_logins(h) for h in HOSTS}
+    hosts_without_secret = "---".join(d for d in HOSTS_YAML.read_text().split("---")
+                                      if "kind: Secret" not in d)
+    cases = {
+        "missing Secret": (write(tmp_path, "nosecret.yaml", hosts_without_secret),
+                           "spec.sshKeySecretRef: Secret gremesh-lab-ssh"),
+        "mesh over the underlay": (write(tmp_path, "over.yaml", mesh_yaml(network="10.200.0.0/16")),
+                                   "spec.network: 10.200.0.0/16 contains 10.200.0.11"),
+        "typo in kind": (write(tmp_path, "typo.yaml", mesh_yaml().replace("kind: GreMesh", "kind: GreMash")),
+                         "(GreMash m1): gremesh.io/v1alpha1 GreMash is not a kind gremesh knows"),
+    }
+    for what, (path, expected) in cases.items():
+        files = ["-f", str(path)] if what == "missing Secret" else ["-f", str(HOSTS_YAML), "-f", str(path)]
+        res = gremesh("apply", *files)
+        assert res.returncode == 2, (what, res.returncode, res.stderr)
+        assert expected in res.stderr, (what, res.stderr)
+    assert {h: accepted_logins(h) for h in HOSTS} == logins
+
+
+def test_underlay_address_not_on_the_host_fails_that_host_and_changes_nothing(fresh, tmp_path):
+    docs = HOSTS_YAML.read_text().split("---")
+    wrong = [d.replace("underlayAddress: 10.200.0.12", "underlayAddress: 10.200.0.99") for d in docs]
+    hosts = write(tmp_path, "hosts.yaml", "---".join(wrong))
+    before = link_names("host-b")
+    res = gremesh("apply", "-o", "json", "-f", str(hosts), "-f", str(mesh_with_attachments(tmp_path)))
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    b = host_report(report, "host-b")
+    assert "spec.underlayAddress: 10.200.0.99 is not an address of this host" in b["error"], b
+    assert b["failure"] == "Misconfigured" and b["planned"] == []
+    assert link_names("host-b") == before
+    assert all(host_report(report, h)["converged"] for h in ("host-a", "host-c"))
+
+
+def test_pass_without_changes_still_checks_every_tunnel_with_unpinned_subnets(fresh, tmp_path):
+    """A no-op pass of a mesh whose subnets gremesh chose: the probe's health check covers every
+    peer (one round trip), so a pair whose encapsulation gets blocked afterwards is reported."""
+    text = ("apiVersion: gremesh.io/v1alpha1\nkind: GreMesh\nmetadata: {name: auto}\nspec:\n"
+            "  hosts: [{name: host-a}, {name: host-b}, {name: host-c}]\n"
+            "  encapsulation: vxlan\n  key: 77\n  network: 10.77.0.0/16\n")
+    manifest = write(tmp_path, "auto.yaml", text)
+    _, report = apply(manifest)
+    assert report["meshes"][0]["ready"], report
+    rule = ["INPUT", "-p", "udp", "--dport", "4789", "-s", "10.200.0.11", "-j", "DROP"]
+    on_host("host-b", "iptables", "-A", *rule)
+    try:
+        res, report = apply(manifest, check=False)
+        assert all(h["planned"] == [] for h in report["hosts"]), report
+        assert all(h["roundTrips"] == 1 for h in report["hosts"]), report
+        assert not report["meshes"][0]["ready"]
+        unanswered = {h["host"]: h["meshes"][0]["peersUnanswered"] for h in report["hosts"]}
+        assert unanswered == {"host-a": ["host-b"], "host-b": ["host-a"], "host-c": []}, unanswered
+    finally:
+        on_host("host-b", "iptables", "-D", *rule)
+    _, report = apply(manifest)
+    assert report["meshes"][0]["ready"]
