@@ -77,4 +77,134 @@ mod tests {
             .status
             .is_some());
     }
+
+    /// Evaluates every CEL rule (`x-kubernetes-validations`) of `schema` against `object`, as
+    /// the API server would, and returns the messages of the rules that fail.
+    fn cel_failures(schema: &serde_json::Value, object: &serde_json::Value) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
+            for rule in rules {
+                let source = rule["rule"].as_str().expect("rule text");
+                let program = cel::Program::compile(source).expect("rule compiles");
+                let mut context = cel::Context::default();
+                context
+                    .add_variable("self", object.clone())
+                    .expect("object converts to CEL");
+                let verdict = program.execute(&context).expect("rule evaluates");
+                if verdict != cel::Value::Bool(true) {
+                    failures.push(rule["message"].as_str().unwrap_or(source).to_owned());
+                }
+            }
+        }
+        if let (Some(props), Some(fields)) = (schema["properties"].as_object(), object.as_object())
+        {
+            for (name, sub) in props {
+                if let Some(value) = fields.get(name) {
+                    failures.extend(cel_failures(sub, value));
+                }
+            }
+        }
+        if let (Some(items), Some(elements)) = (schema.get("items"), object.as_array()) {
+            for element in elements {
+                failures.extend(cel_failures(items, element));
+            }
+        }
+        failures
+    }
+
+    /// The CEL failures of one object, against the schema of its kind's CRD.
+    fn cel_failures_of(kind: &str, object: serde_json::Value) -> Vec<String> {
+        let crd = all()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .expect("known kind");
+        let schema = serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .expect("schema"),
+        )
+        .expect("schema serializes");
+        cel_failures(&schema, &object)
+    }
+
+    fn mesh(name: &str, hosts: &[&str], bridge: &str) -> serde_json::Value {
+        let hosts: Vec<_> = hosts
+            .iter()
+            .map(|h| serde_json::json!({"name": h}))
+            .collect();
+        serde_json::json!({
+            "apiVersion": "gremesh.io/v1alpha1", "kind": "GreMesh", "metadata": {"name": name},
+            "spec": {"hosts": hosts, "key": 42, "network": "10.10.0.0/16", "bridge": bridge},
+        })
+    }
+
+    fn attachment(interface: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "gremesh.io/v1alpha1", "kind": "ContainerAttachment",
+            "metadata": {"name": "web-a"},
+            "spec": {"mesh": "m1", "host": "host-a", "container": "web-a", "interface": interface},
+        })
+    }
+
+    #[test]
+    fn cel_rules_accept_good_objects_and_reject_what_they_promise() {
+        assert_eq!(
+            cel_failures_of("GreMesh", mesh("m1", &["host-a", "host-b"], "br-m1")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            cel_failures_of(
+                "GreMesh",
+                mesh("m1", &["host-a", "host-b", "host-a"], "br-m1")
+            ),
+            vec!["each host may appear only once"]
+        );
+        assert_eq!(
+            cel_failures_of("GreMesh", mesh(&"m".repeat(64), &["host-a"], "br-m1")),
+            vec!["mesh names are at most 63 characters"]
+        );
+        assert_eq!(
+            cel_failures_of("GreMesh", mesh("m1", &["host-a"], "default")),
+            vec!["'all' and 'default' are reserved by the kernel"]
+        );
+        assert_eq!(
+            cel_failures_of("ContainerAttachment", attachment("eth1")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            cel_failures_of("ContainerAttachment", attachment("all")),
+            vec!["'all' and 'default' are reserved by the kernel"]
+        );
+    }
+
+    #[test]
+    fn every_cel_rule_compiles() {
+        fn rules(schema: &serde_json::Value, out: &mut Vec<String>) {
+            match schema {
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map {
+                        if key == "x-kubernetes-validations" {
+                            for rule in value.as_array().into_iter().flatten() {
+                                out.push(rule["rule"].as_str().unwrap_or_default().to_owned());
+                            }
+                        } else {
+                            rules(value, out);
+                        }
+                    }
+                }
+                serde_json::Value::Array(values) => values.iter().for_each(|v| rules(v, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        for crd in all() {
+            rules(&serde_json::to_value(&crd).unwrap(), &mut found);
+        }
+        assert_eq!(found.len(), 4, "{found:?}");
+        for rule in found {
+            assert!(cel::Program::compile(&rule).is_ok(), "{rule}");
+        }
+    }
 }
