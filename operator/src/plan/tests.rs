@@ -413,6 +413,8 @@ fn base_state(containers: &[(String, bool)]) -> HostState {
             name: name.clone(),
             running: *running,
             pid,
+            network_mode: "none".into(),
+            netns: None,
         });
         if *running {
             state.container_links.insert(
