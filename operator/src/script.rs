@@ -14,6 +14,12 @@ use crate::plan::{Action, Namespace, Plan, Step};
 /// The fixed script that renames a link (it must be down first); arguments are `$1`, `$2`.
 pub const RENAME_SCRIPT: &str = "ip link set dev \"$1\" down && ip link set dev \"$1\" name \"$2\"";
 
+/// The fixed script that deletes one end of a veth pair (argument `$1`): deleting either end
+/// removes both, so an end that is already gone counts as deleted. Any other failure (the
+/// device is still there) fails the step with `ip`'s message.
+pub const DELETE_VETH_SCRIPT: &str =
+    "ip link del dev \"$1\" 2>&1 || ! ip link show dev \"$1\" >/dev/null 2>&1";
+
 /// Marker line printed before the post-apply probe output.
 pub const PROBE_MARK: &str = "@@gremesh-after";
 
@@ -56,6 +62,9 @@ fn action_argv(action: &Action, ns: &Namespace) -> Vec<String> {
             Namespace::Host => s(&[&"true"]),
         },
         Action::DeleteLink { name } => s(&[&"ip", &"link", &"del", &"dev", name]),
+        Action::DeleteVeth { name } => {
+            s(&[&"sh", &"-c", &DELETE_VETH_SCRIPT, &"delete-veth", name])
+        }
         Action::AddBridge {
             name,
             mac,
@@ -209,6 +218,14 @@ fn action_argv(action: &Action, ns: &Namespace) -> Vec<String> {
             v.extend(s(&[&"dev", dev]));
             v
         }
+        Action::DeleteRoute { dev, to, via } => {
+            let mut v = s(&[&"ip", &"route", &"del", to]);
+            if let Some(via) = via {
+                v.extend(s(&[&"via", via]));
+            }
+            v.extend(s(&[&"dev", dev]));
+            v
+        }
     }
 }
 
@@ -247,7 +264,7 @@ pub fn apply_script(plan: &Plan, health: &[std::net::Ipv4Addr]) -> String {
 /// Names of links that a step deletes, for summaries.
 pub fn deleted_link(step: &Step) -> Option<&IfName> {
     match &step.action {
-        Action::DeleteLink { name } => Some(name),
+        Action::DeleteLink { name } | Action::DeleteVeth { name } => Some(name),
         _ => None,
     }
 }
@@ -259,5 +276,97 @@ mod tests {
     #[test]
     fn quoting_survives_quotes() {
         assert_eq!(quote("a'b"), r"'a'\''b'");
+    }
+
+    /// Runs the veth delete script against a stand-in `ip` whose `link del` and `link show`
+    /// answer as told; returns the exit status and output.
+    fn delete_veth_with(del_ok: bool, still_there: bool) -> (bool, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = format!(
+            "#!/bin/sh\ncase \"$2\" in\n  del) {};;\n  show) exit {};;\nesac\n",
+            if del_ok {
+                "exit 0"
+            } else {
+                "echo 'Cannot find device \"'\"$4\"'\"' >&2; exit 1"
+            },
+            if still_there { 0 } else { 1 }
+        );
+        let ip = dir.path().join("ip");
+        std::fs::write(&ip, fake).unwrap();
+        std::fs::set_permissions(&ip, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let step = Step {
+            ns: Namespace::Host,
+            action: Action::DeleteVeth {
+                name: IfName::new("gv-1").unwrap(),
+            },
+            object: "test".into(),
+        };
+        let words = argv(&step);
+        let out = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    #[test]
+    fn deleting_a_veth_end_already_gone_with_its_peer_succeeds() {
+        assert!(delete_veth_with(true, false).0);
+        // Deleting its peer removed it: the outcome (no such device) holds.
+        assert!(delete_veth_with(false, false).0);
+        // Still there after a failed delete: the step fails with ip's message.
+        let (ok, text) = delete_veth_with(false, true);
+        assert!(!ok);
+        assert!(text.contains("Cannot find device \"gv-1\""), "{text}");
+    }
+
+    #[test]
+    fn a_pair_deleted_end_by_end_applies_and_a_later_failure_is_reported() {
+        let step = |action| Step {
+            ns: Namespace::Host,
+            action,
+            object: "test".into(),
+        };
+        let (host, peer) = (IfName::new("gv-1").unwrap(), IfName::new("gc-1").unwrap());
+        let plan = Plan {
+            steps: vec![
+                step(Action::DeleteVeth { name: host }),
+                step(Action::DeleteVeth { name: peer }),
+                step(Action::DeleteLink {
+                    name: IfName::new("gm-1").unwrap(),
+                }),
+            ],
+            issues: vec![],
+        };
+        // A stand-in `ip` that knows one veth pair: deleting either end removes both, and
+        // there is no gm-1.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("links");
+        std::fs::write(&state, "gv-1\ngc-1\n").unwrap();
+        let fake = format!(
+            "#!/bin/sh\nf={}\ngrep -qx \"$4\" \"$f\" || {{ echo \"Cannot find device \\\"$4\\\"\"; exit 1; }}\n\
+             [ \"$2\" = del ] && : > \"$f\"\nexit 0\n",
+            state.display()
+        );
+        let ip = dir.path().join("ip");
+        std::fs::write(&ip, fake).unwrap();
+        std::fs::set_permissions(&ip, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // The steps part of the apply script, on the stand-in's PATH.
+        let script = apply_script(&plan, &[]);
+        let steps = &script[..script.find(PROBE_MARK).unwrap()];
+        let steps = steps.replacen("export LC_ALL=C PATH=", "export LC_ALL=C IGNORED=", 1);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &steps])
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        let outcome = crate::engine::parse_apply_output(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(outcome.applied, 2, "{outcome:?}");
+        let (n, detail) = outcome.failed.expect("the third step fails");
+        assert_eq!(n, 2);
+        assert!(detail.contains("Cannot find device \"gm-1\""), "{detail}");
     }
 }

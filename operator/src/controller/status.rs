@@ -85,10 +85,10 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
         .issues
         .iter()
         .find(|i| i.mesh == mesh && i.attachment.is_none())?;
-    let reason = if issue.reason == IssueReason::NetworkInUse {
-        "NetworkInUse"
-    } else {
-        "ForeignDevice"
+    let reason = match issue.reason {
+        IssueReason::NetworkInUse => "NetworkInUse",
+        IssueReason::NetworkOverlap => "NetworkOverlap",
+        _ => "ForeignDevice",
     };
     Some((reason, issue.message.clone()))
 }
@@ -306,6 +306,9 @@ fn attachment_reason(reason: IssueReason) -> &'static str {
         IssueReason::ForeignDevice => "ForeignDevice",
         IssueReason::AddressConflict => "Conflict",
         IssueReason::NetworkInUse => "NotAttached",
+        IssueReason::NetworkOverlap => "NetworkOverlap",
+        IssueReason::RouteConflict => "RouteConflict",
+        IssueReason::SharedNamespace => "SharedNamespace",
     }
 }
 

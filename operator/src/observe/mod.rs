@@ -3,6 +3,12 @@
 //! [`PROBE`] is a fixed, read-only shell script (it takes no input at all) whose output is
 //! split into sections and parsed into a typed [`HostState`]. The apply script ends with the
 //! same probe, so the state after a change comes back in the same round trip.
+//!
+//! Besides links, it reads the host's main routing table (so a mesh network that overlaps the
+//! host's own networks is refused), each container's Docker network mode and the identity of
+//! every network namespace (`readlink /proc/PID/ns/net`, compared with the probe's own), so a
+//! container that shares the host's namespace (`--network host`) or another container's
+//! (`--network container:…`) is recognised and left alone.
 
 mod parse;
 
@@ -21,6 +27,9 @@ pub use parse::{parse_probe, ProbeError};
 pub const PROBE: &str = r#"
 echo '@@links'
 ip -j -d addr show
+echo '@@host-routes'
+ip -j route show table main 2>/dev/null || echo '[]'
+echo "@@host-netns $(readlink /proc/$$/ns/net 2>/dev/null)"
 echo '@@gretap'
 if ip link show gretap0 >/dev/null 2>&1 || [ -d /sys/module/ip_gre ] || modinfo ip_gre >/dev/null 2>&1 \
   || { [ -r /proc/config.gz ] && zcat /proc/config.gz | grep -Eq '^CONFIG_NET_IPGRE=(y|m)'; }; then echo yes; else echo no; fi
@@ -39,10 +48,12 @@ echo '@@docker-network-names'
 docker network ls --format '{{.Name}}' 2>/dev/null || true
 echo '@@containers'
 ids=$(docker ps -aq --no-trunc 2>/dev/null)
-[ -z "$ids" ] || docker inspect --format '{{.Id}} {{.Name}} {{.State.Running}} {{.State.Pid}}' $ids
+[ -z "$ids" ] || docker inspect --format \
+  '{{.Id}} {{.Name}} {{.State.Running}} {{.State.Pid}} {{.HostConfig.NetworkMode}}' $ids
 docker inspect --format '{{.Id}} {{.State.Pid}}' $(docker ps -q --no-trunc 2>/dev/null) 2>/dev/null |
 while read -r id pid; do
   [ "$pid" -gt 0 ] 2>/dev/null || continue
+  echo "@@netns-id $id $(readlink /proc/$pid/ns/net 2>/dev/null)"
   echo "@@netns $id"
   nsenter -t "$pid" -n ip -j -d addr show 2>/dev/null || echo '[]'
   echo "@@routes $id"
@@ -75,6 +86,10 @@ pub fn probe_with_health(gateways: &[Ipv4Addr], attempts: u8) -> String {
 pub struct HostState {
     /// Links of the host's own network namespace.
     pub links: Vec<Link>,
+    /// IPv4 routes of the host's main table.
+    pub routes: Vec<RouteEntry>,
+    /// Identity of the host's network namespace (`net:[inode]`), when it could be read.
+    pub netns: Option<String>,
     /// Forwarding entries of gremesh VXLAN devices, by device name.
     pub fdb: BTreeMap<String, Vec<FdbEntry>>,
     /// All containers, running or not.
@@ -126,6 +141,40 @@ pub struct RouteEntry {
     pub dev: Option<String>,
     /// Routing protocol (`kernel` for routes the kernel derives from addresses).
     pub protocol: Option<String>,
+}
+
+impl RouteEntry {
+    /// The destination as a network (`default` is `0.0.0.0/0`, a bare address a /32); `None`
+    /// for a destination that is not IPv4.
+    pub fn destination(&self) -> Option<Ipv4Net> {
+        if self.dst == "default" {
+            return Some(Ipv4Net::default());
+        }
+        self.dst
+            .parse()
+            .ok()
+            .or_else(|| self.dst.parse::<Ipv4Addr>().ok().map(Ipv4Net::from))
+    }
+
+    /// Whether this is the route the kernel derives from one of `link`'s addresses (the
+    /// connected route of its network, through it, without a next hop).
+    pub fn is_connected_of(&self, link: &Link) -> bool {
+        self.dev.as_deref() == Some(link.name.as_str())
+            && self.gateway.is_none()
+            && self
+                .destination()
+                .is_some_and(|d| link.addrs.iter().any(|a| a.trunc() == d))
+    }
+}
+
+/// The form `ip route` prints a destination in: `default`, a bare address for a /32, else a
+/// CIDR.
+pub fn route_dst(to: Ipv4Net) -> String {
+    match to.prefix_len() {
+        0 => "default".to_owned(),
+        32 => to.addr().to_string(),
+        _ => to.trunc().to_string(),
+    }
 }
 
 /// One network interface as `ip -j -d addr show` reports it.
@@ -210,6 +259,34 @@ pub struct Container {
     pub running: bool,
     /// PID of its init process (0 when not running).
     pub pid: u32,
+    /// Docker's `HostConfig.NetworkMode` (`none`, `bridge`, `host`, `container:<id>`, a
+    /// network name), empty when not reported.
+    pub network_mode: String,
+    /// Identity of its network namespace (`net:[inode]`), when running and readable.
+    pub netns: Option<String>,
+}
+
+/// Why a container's network namespace is not its own, so gremesh must not attach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SharedNamespace {
+    /// It runs in the host's own namespace (`--network host`).
+    Host,
+    /// It joined another container's namespace (`--network container:<id>`).
+    Container(String),
+}
+
+impl std::fmt::Display for SharedNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SharedNamespace::Host => {
+                f.write_str("uses the host's network namespace (--network host)")
+            }
+            SharedNamespace::Container(other) => write!(
+                f,
+                "uses the network namespace of container {other} (--network container:{other})"
+            ),
+        }
+    }
 }
 
 impl HostState {
@@ -230,6 +307,29 @@ impl HostState {
                     None
                 }
             })
+    }
+
+    /// Whether `container`'s network namespace belongs to something else: the host (by
+    /// Docker's network mode, or because it is the very namespace the probe ran in) or
+    /// another container.
+    pub fn shared_namespace(&self, container: &Container) -> Option<SharedNamespace> {
+        let mode = container.network_mode.as_str();
+        if mode == "host" {
+            return Some(SharedNamespace::Host);
+        }
+        if let Some(other) = mode.strip_prefix("container:") {
+            let name = self
+                .containers
+                .iter()
+                .find(|c| c.id == other || (other.len() >= 12 && c.id.starts_with(other)))
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| other.chars().take(12).collect());
+            return Some(SharedNamespace::Container(name));
+        }
+        match (&container.netns, &self.netns) {
+            (Some(theirs), Some(ours)) if theirs == ours => Some(SharedNamespace::Host),
+            _ => None,
+        }
     }
 
     /// MTU of the device carrying `address`, the host's underlay MTU.

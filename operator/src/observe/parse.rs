@@ -85,6 +85,7 @@ pub fn parse_probe(output: &str) -> Result<HostState, ProbeError> {
     get("end")?;
     let mut state = HostState {
         links: parse_links("links", get("links")?)?,
+        routes: parse_routes("host-routes", get("host-routes")?)?,
         ..HostState::default()
     };
     state.capabilities.gretap = get("gretap")?.trim() == "yes";
@@ -99,6 +100,7 @@ pub fn parse_probe(output: &str) -> Result<HostState, ProbeError> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
+    let mut ids_netns = Vec::new();
     for (header, body) in &sections {
         if let Some(dev) = header.strip_prefix("fdb ") {
             state.fdb.insert(dev.to_owned(), parse_fdb(header, body)?);
@@ -112,10 +114,21 @@ pub fn parse_probe(output: &str) -> Result<HostState, ProbeError> {
             state
                 .container_routes
                 .insert(id.to_owned(), parse_routes(header, body)?);
+        } else if let Some(netns) = header.strip_prefix("host-netns ") {
+            state.netns = Some(netns.trim().to_owned());
+        } else if let Some(rest) = header.strip_prefix("netns-id ") {
+            if let Some((id, netns)) = rest.split_once(' ') {
+                ids_netns.push((id.to_owned(), netns.trim().to_owned()));
+            }
         } else if let Some(id) = header.strip_prefix("netns ") {
             state
                 .container_links
                 .insert(id.to_owned(), parse_links(header, body)?);
+        }
+    }
+    for (id, netns) in ids_netns {
+        if let Some(c) = state.containers.iter_mut().find(|c| c.id == id) {
+            c.netns = (!netns.is_empty()).then_some(netns);
         }
     }
     Ok(state)
@@ -292,6 +305,8 @@ fn parse_containers(body: &str) -> Vec<Container> {
                 name,
                 running,
                 pid,
+                network_mode: f.next().unwrap_or_default().to_owned(),
+                netns: None,
             })
         })
         .collect()
@@ -306,6 +321,9 @@ mod tests {
  {"ifindex":2,"ifname":"eth0","flags":["UP","LOWER_UP"],"mtu":1500,"operstate":"UP","address":"AA:bb:cc:00:00:01","addr_info":[{"family":"inet","local":"10.200.0.11","prefixlen":24},{"family":"inet6","local":"fe80::1","prefixlen":64}]},
  {"ifindex":3,"ifname":"gx-1","flags":["UP"],"mtu":1450,"operstate":"UNKNOWN","master":"gm-1","ifalias":"gremesh:m1:vxlan","linkinfo":{"info_kind":"vxlan","info_data":{"id":42,"local":"10.200.0.11","port":4789},"info_slave_kind":"bridge","info_slave_data":{"isolated":true}}},
  {"ifindex":4,"ifname":"gt-1","flags":[],"mtu":1458,"operstate":"DOWN","linkinfo":{"info_kind":"gretap","info_data":{"local":"10.0.0.1","remote":"10.0.0.2","ikey":"0.0.0.7","okey":7}}}]
+@@host-routes
+[{"dst":"default","gateway":"10.200.0.1","dev":"eth0","flags":[]},{"dst":"10.200.0.0/24","dev":"eth0","protocol":"kernel","scope":"link","prefsrc":"10.200.0.11","flags":[]},{"type":"unreachable","dst":"10.99.0.0/16","flags":[]}]
+@@host-netns net:[4026532175]
 @@gretap
 no
 @@vxlan
@@ -320,12 +338,20 @@ yes
 none
 m1net
 @@containers
-abc123 /web-a true 4242
-def456 /web-b false 0
+abc123 /web-a true 4242 none
+def456 /web-b false 0 bridge
+0ff1ce /hn true 4343 host
+c0ffee /cn true 4444 container:abc123
+@@netns-id abc123 net:[4026532383]
 @@netns abc123
 [{"ifindex":1,"ifname":"lo","flags":["UP"],"mtu":65536,"operstate":"UNKNOWN"}]
 @@routes abc123
 [{"dst":"default","gateway":"172.17.0.1","dev":"eth0"},{"dst":"10.10.0.0/16","dev":"eth1","protocol":"kernel","scope":"link","prefsrc":"10.10.1.10"}]
+@@netns-id 0ff1ce net:[4026532175]
+@@netns 0ff1ce
+[]
+@@routes 0ff1ce
+[]
 @@end
 "#;
 
@@ -370,6 +396,44 @@ def456 /web-b false 0
         assert_eq!(
             s.container_routes["abc123"][0].gateway,
             Some("172.17.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn host_routes_and_namespaces_are_read() {
+        let s = parse_probe(SAMPLE).unwrap();
+        let dsts: Vec<_> = s.routes.iter().map(|r| r.destination()).collect();
+        assert_eq!(
+            dsts,
+            [
+                Some(Ipv4Net::default()),
+                Some("10.200.0.0/24".parse().unwrap()),
+                Some("10.99.0.0/16".parse().unwrap())
+            ]
+        );
+        assert!(s.routes[1].is_connected_of(s.link("eth0").unwrap()));
+        assert!(!s.routes[0].is_connected_of(s.link("eth0").unwrap()));
+        assert_eq!(s.netns.as_deref(), Some("net:[4026532175]"));
+        let web_a = s.container("web-a").unwrap();
+        assert_eq!(web_a.network_mode, "none");
+        assert_eq!(web_a.netns.as_deref(), Some("net:[4026532383]"));
+        assert_eq!(s.shared_namespace(web_a), None);
+        let hn = s.container("hn").unwrap();
+        assert_eq!(
+            s.shared_namespace(hn),
+            Some(super::super::SharedNamespace::Host)
+        );
+        let cn = s.container("cn").unwrap();
+        assert_eq!(
+            s.shared_namespace(cn),
+            Some(super::super::SharedNamespace::Container("web-a".into()))
+        );
+        // Same namespace as the host, whatever Docker says the mode is.
+        let mut sneaky = hn.clone();
+        sneaky.network_mode = "bridge".into();
+        assert_eq!(
+            s.shared_namespace(&sneaky),
+            Some(super::super::SharedNamespace::Host)
         );
     }
 

@@ -2,18 +2,25 @@
 //! addressed and routed inside the container's namespace.
 //!
 //! The container-side steps are preceded by a `CheckContainer` guard. A container that is
-//! missing or not running is reported, and the host side of its veth pair is removed.
+//! missing or not running is reported, and the host side of its veth pair is removed. So is a
+//! container whose network namespace is not its own (`--network host`, `--network
+//! container:…`): the veth's far end would land in the host's or another container's
+//! namespace, where gremesh would take it for a stale device of its own.
+//!
+//! Inside the container gremesh manages only its own interface: the addresses on it inside the
+//! mesh network (see `link`) and the routes through it (see `route`). A container whose other
+//! interfaces already overlap the mesh network is not attached.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
-
-use crate::addressing::{IfName, Role};
+use crate::addressing::{IfName, Marker, Role};
 use crate::desired::{AttachmentSpec, MeshOnHost};
-use crate::observe::{Container, Link};
+use crate::observe::{Container, Link, RouteEntry};
 
-use super::{Action, ContainerId, IssueReason, Namespace, Plan, Planner};
+use super::route::plan_routes;
+use super::{
+    delete_action, mesh_network, Action, ContainerId, IssueReason, Namespace, Plan, Planner,
+};
 
 impl Planner<'_> {
     /// Converges one container attachment, or reports why it cannot converge this pass.
@@ -25,14 +32,7 @@ impl Planner<'_> {
         let host_link = self.link(a.veth.as_str());
         if let Some(l) = host_link {
             if !self.owned_as(l, &veth_marker) {
-                issue(
-                    self,
-                    IssueReason::ForeignDevice,
-                    format!(
-                        "a device named {} exists that gremesh did not create",
-                        a.veth
-                    ),
-                );
+                issue(self, IssueReason::ForeignDevice, self.name_taken(l));
                 return;
             }
         }
@@ -57,16 +57,22 @@ impl Planner<'_> {
                 );
                 None
             }
-            Some(c) => ContainerId::new(&c.id).map(|id| (id, c)),
+            Some(c) => match self.state.shared_namespace(c) {
+                Some(shared) => {
+                    let message = format!(
+                        "container {} {shared}; gremesh attaches only containers with a network \
+                         namespace of their own, so it is not attached",
+                        a.container
+                    );
+                    issue(self, IssueReason::SharedNamespace, message);
+                    None
+                }
+                None => ContainerId::new(&c.id).map(|id| (id, c)),
+            },
         };
         let Some((id, container)) = container else {
             if let Some(l) = host_link {
-                self.host(
-                    Action::DeleteLink {
-                        name: IfName::new(&l.name).expect("kernel name"),
-                    },
-                    &object,
-                );
+                self.host(delete_action(l), &object);
             }
             return;
         };
@@ -84,53 +90,47 @@ impl Planner<'_> {
     ) {
         let inner_marker = m.marker(Role::Attach(a.name.clone()));
         let veth_marker = m.marker(Role::Veth(a.name.clone()));
-        let inner_links: &[Link] = self
+        // Interfaces whose host end this plan deletes go with it, and so do their routes.
+        let all: &[Link] = self
             .state
             .container_links
             .get(&container.id)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let inner = inner_links.iter().find(|l| self.owned_as(l, &inner_marker));
-        if let Some(blocker) = inner_links
-            .iter()
-            .find(|l| l.name == a.interface.as_str() && inner.is_none_or(|i| i.name != l.name))
-        {
-            self.issue(
-                &m.mesh,
-                Some(&a.name),
-                IssueReason::ForeignDevice,
-                format!(
-                    "container {} already has an interface {} that gremesh did not create",
-                    a.container, blocker.name
-                ),
-            );
+        let (gone, inner_links): (Vec<Link>, Vec<Link>) =
+            all.iter().cloned().partition(|l| self.going_away(l));
+        let routes: Vec<RouteEntry> = self
+            .state
+            .container_routes
+            .get(&container.id)
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                !gone
+                    .iter()
+                    .any(|l| r.dev.as_deref() == Some(l.name.as_str()))
+            })
+            .cloned()
+            .collect();
+        let (inner_links, routes) = (inner_links.as_slice(), routes.as_slice());
+        let observed = inner_links.iter().find(|l| self.owned_as(l, &inner_marker));
+        if !self.container_free(m, a, inner_links, routes, observed) {
             return;
         }
         let ns = Namespace::Container {
             id,
             pid: container.pid,
         };
-        let (host_link, inner) = match (host_link, inner) {
+        let (host_link, inner) = match (host_link, observed) {
             (Some(h), Some(i)) => (Some(h), Some(i)),
             (h, i) => {
                 // Half a pair (or a pair into an old namespace): rebuild it whole.
                 if let Some(h) = h {
-                    self.host(
-                        Action::DeleteLink {
-                            name: IfName::new(&h.name).expect("kernel name"),
-                        },
-                        object,
-                    );
+                    self.host(delete_action(h), object);
                 }
                 self.push(ns.clone(), Action::CheckContainer, object);
                 if let Some(i) = i {
-                    self.push(
-                        ns.clone(),
-                        Action::DeleteLink {
-                            name: IfName::new(&i.name).expect("kernel name"),
-                        },
-                        object,
-                    );
+                    self.push(ns.clone(), delete_action(i), object);
                 }
                 let action = Action::AddVeth {
                     name: a.veth.clone(),
@@ -162,41 +162,56 @@ impl Planner<'_> {
         let current_name = inner
             .map(|i| i.name.clone())
             .unwrap_or_else(|| a.peer.to_string());
-        if current_name != a.interface.as_str() {
+        let kept = inner.filter(|i| i.name == a.interface.as_str());
+        if kept.is_none() {
+            // Marked before the rename, so a pass interrupted in between leaves a device
+            // gremesh still recognises (the rename takes the link down; it comes up after).
             let from = IfName::new(&current_name).expect("kernel name");
-            inner_steps.push(
+            inner_steps.set_link(
                 ns.clone(),
-                Action::Rename {
-                    from,
-                    to: a.interface.clone(),
-                },
+                inner,
+                &from,
+                m.mtu,
+                Some(a.mac),
+                &inner_marker,
+                None,
+                object,
+            );
+            let to = a.interface.clone();
+            inner_steps.push(ns.clone(), Action::Rename { from, to }, object);
+            let name = a.interface.clone();
+            inner_steps.push(ns.clone(), Action::Up { name }, object);
+        } else {
+            inner_steps.set_link(
+                ns.clone(),
+                kept,
+                &a.interface,
+                m.mtu,
+                Some(a.mac),
+                &inner_marker,
+                None,
                 object,
             );
         }
-        let renamed = inner.filter(|i| i.name == a.interface.as_str());
-        inner_steps.set_link(
+        let route_steps = plan_routes(a, routes, observed, kept);
+        for action in route_steps.delete {
+            inner_steps.push(ns.clone(), action, object);
+        }
+        let network = mesh_network(m);
+        inner_steps.addresses(
             ns.clone(),
-            renamed,
+            inner,
             &a.interface,
-            m.mtu,
-            Some(a.mac),
-            &inner_marker,
-            None,
+            &[a.address],
+            network,
             object,
         );
-        inner_steps.addresses(ns.clone(), inner, &a.interface, &[a.address], object);
-        for (to, via) in &a.routes {
-            if !self.has_route(&container.id, a.interface.as_str(), *to, *via) || inner.is_none() {
-                inner_steps.push(
-                    ns.clone(),
-                    Action::ReplaceRoute {
-                        dev: a.interface.clone(),
-                        to: *to,
-                        via: *via,
-                    },
-                    object,
-                );
-            }
+        for action in route_steps.replace {
+            inner_steps.push(ns.clone(), action, object);
+        }
+        for (to, route) in route_steps.conflicts {
+            let message = self.route_conflict(&a.container, to, &route, inner_links);
+            self.issue(&m.mesh, Some(&a.name), IssueReason::RouteConflict, message);
         }
         if !inner_steps.plan.steps.is_empty() {
             self.push(ns, Action::CheckContainer, object);
@@ -204,18 +219,78 @@ impl Planner<'_> {
         }
     }
 
-    fn has_route(&self, id: &str, dev: &str, to: Ipv4Net, via: Option<Ipv4Addr>) -> bool {
-        let dst = if to.prefix_len() == 0 {
-            "default".to_owned()
-        } else if to.prefix_len() == 32 {
-            to.addr().to_string()
-        } else {
-            to.to_string()
+    /// Whether nothing in the container stands in the attachment's way: no other interface
+    /// with its name, no other interface or route overlapping the mesh network. Reports what
+    /// does.
+    fn container_free(
+        &mut self,
+        m: &MeshOnHost,
+        a: &AttachmentSpec,
+        links: &[Link],
+        routes: &[RouteEntry],
+        own: Option<&Link>,
+    ) -> bool {
+        let others: Vec<&Link> = links
+            .iter()
+            .filter(|l| own.is_none_or(|o| o.name != l.name))
+            .collect();
+        if let Some(blocker) = others.iter().find(|l| l.name == a.interface.as_str()) {
+            let message = self.interface_taken(&a.container, blocker);
+            self.issue(&m.mesh, Some(&a.name), IssueReason::ForeignDevice, message);
+            return false;
+        }
+        let other_routes: Vec<&RouteEntry> = routes
+            .iter()
+            .filter(|r| own.is_none_or(|o| r.dev.as_deref() != Some(o.name.as_str())))
+            .collect();
+        if let Some((found, _)) = self.overlap(mesh_network(m), &others, &other_routes) {
+            let message = format!(
+                "container {} already has {found}, which overlaps mesh network {}; not attached",
+                a.container,
+                mesh_network(m)
+            );
+            self.issue(&m.mesh, Some(&a.name), IssueReason::NetworkOverlap, message);
+            return false;
+        }
+        true
+    }
+
+    /// Whether a container interface goes away with this plan: it is an attachment's, and
+    /// the host end of that attachment's veth pair is deleted.
+    fn going_away(&self, link: &Link) -> bool {
+        match self.marker_of(link) {
+            Some(Marker {
+                mesh,
+                role: Role::Attach(att),
+            }) => self
+                .deleted
+                .contains(crate::addressing::veth_name(&mesh, &att).as_str()),
+            _ => false,
+        }
+    }
+
+    /// The message for a route the spec lists whose destination another device has.
+    fn route_conflict(
+        &self,
+        container: &str,
+        to: ipnet::Ipv4Net,
+        route: &RouteEntry,
+        links: &[Link],
+    ) -> String {
+        let via = route
+            .gateway
+            .map(|g| format!(" via {g}"))
+            .unwrap_or_default();
+        let dev = match route.dev.as_deref() {
+            Some(dev) => match links.iter().find(|l| l.name == dev) {
+                Some(l) => self.holder(l).to_string(),
+                None => format!("device {dev}"),
+            },
+            None => "several next hops".to_owned(),
         };
-        self.state.container_routes.get(id).is_some_and(|routes| {
-            routes
-                .iter()
-                .any(|r| r.dst == dst && r.gateway == via && r.dev.as_deref() == Some(dev))
-        })
+        format!(
+            "container {container} already routes {to}{via} through {dev}; that route is left \
+             alone and the attachment's route to {to} is not added"
+        )
     }
 }

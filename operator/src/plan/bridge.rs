@@ -1,40 +1,28 @@
 //! Bridge: the mesh's bridge on the host, with its MAC, STP state and gateway address.
 //!
-//! A foreign device holding the bridge's name or its gateway address blocks the whole mesh on
-//! that host, since every other device of the mesh is a port of the bridge.
+//! What may stand in the bridge's way (its name, its gateway address, the mesh network) is
+//! checked before anything of the mesh is built (see `conflict`), since every other device of
+//! the mesh is a port of the bridge.
+//!
+//! Caveat: only addresses inside the mesh network are the bridge's to manage (see `link`). An
+//! address an administrator put on the bridge outside it stays, and so does the old gateway
+//! after `spec.network` moves to a network that does not contain it: gremesh cannot tell the
+//! two apart. Remove such an address by hand (`ip addr del`) after changing the network.
 
-use std::net::Ipv4Addr;
-
-use crate::addressing::{IfName, Role};
+use crate::addressing::Role;
 use crate::desired::MeshOnHost;
 
-use super::{Action, IssueReason, Namespace, Planner};
+use super::{delete_action, mesh_network, Action, Namespace, Planner};
 
 impl Planner<'_> {
-    /// Converges the bridge; false when a foreign device blocks the whole mesh on this host.
-    pub(super) fn bridge(&mut self, m: &MeshOnHost) -> bool {
+    /// Converges the bridge (nothing is in its way: see `mesh_blocked`).
+    pub(super) fn bridge(&mut self, m: &MeshOnHost) {
         let b = &m.bridge;
         let object = format!("mesh {} bridge {}", m.mesh, b.name);
         let marker = m.marker(Role::Bridge);
-        if let Some(holder) = self.foreign_address_holder(b.address.addr(), &b.name) {
-            self.issue(&m.mesh, None, IssueReason::ForeignDevice, format!(
-                "gateway address {} is already on device {holder}, which gremesh did not create", b.address.addr()));
-            return false;
-        }
-        let existing = self.link(b.name.as_str());
-        let existing = match existing {
-            Some(l) if !self.owned_as(l, &marker) => {
-                self.issue(&m.mesh, None, IssueReason::ForeignDevice, format!(
-                    "a device named {} exists that gremesh did not create; rename it or set spec.bridge", b.name));
-                return false;
-            }
+        let existing = match self.link(b.name.as_str()) {
             Some(l) if l.kind.as_deref() != Some("bridge") => {
-                self.host(
-                    Action::DeleteLink {
-                        name: b.name.clone(),
-                    },
-                    &object,
-                );
+                self.host(delete_action(l), &object);
                 None
             }
             other => other,
@@ -69,20 +57,14 @@ impl Planner<'_> {
                 &object,
             );
         }
-        self.addresses(Namespace::Host, existing, &b.name, &[b.address], &object);
-        true
-    }
-
-    /// The name of an unowned device other than `own` that carries `address`.
-    fn foreign_address_holder(&self, address: Ipv4Addr, own: &IfName) -> Option<&str> {
-        self.state
-            .links
-            .iter()
-            .find(|l| {
-                l.name != own.as_str()
-                    && self.marker_of(l).is_none()
-                    && l.addrs.iter().any(|a| a.addr() == address)
-            })
-            .map(|l| l.name.as_str())
+        let network = mesh_network(m);
+        self.addresses(
+            Namespace::Host,
+            existing,
+            &b.name,
+            &[b.address],
+            network,
+            &object,
+        );
     }
 }

@@ -1,5 +1,14 @@
 //! Link attributes shared by every device the planner builds: MTU, MAC, marker, bridge port
 //! and IPv4 addresses, in the host's or a container's namespace.
+//!
+//! Addresses: on its own devices gremesh manages only the addresses inside the mesh network.
+//! Those are its own — the current one, or an old one left by a subnet or address change —
+//! and any not in the spec is removed. An address outside the mesh network (one an
+//! administrator added by hand, say `192.168.77.1/24` on the bridge) is left alone.
+//!
+//! Caveat: for the same reason an address of an earlier `spec.network` that does not overlap
+//! the new one is not removed when the network changes; gremesh cannot tell it from one added
+//! by hand. Remove it with `ip addr del`, or take the mesh off the host and apply it again.
 
 use ipnet::Ipv4Net;
 
@@ -50,17 +59,21 @@ impl Planner<'_> {
         }
     }
 
-    /// Removes the addresses a link has but should not, then adds the missing ones.
+    /// Removes the addresses inside the mesh network (`managed`) that a link has but should
+    /// not, then adds the missing ones. Addresses outside `managed` are not gremesh's.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn addresses(
         &mut self,
         ns: Namespace,
         existing: Option<&Link>,
         dev: &IfName,
         want: &[Ipv4Net],
+        managed: Ipv4Net,
         object: &str,
     ) {
         let have: &[Ipv4Net] = existing.map(|l| l.addrs.as_slice()).unwrap_or(&[]);
-        for address in have.iter().filter(|a| !want.contains(a)) {
+        let stale = |a: &&Ipv4Net| !want.contains(a) && managed.contains(&a.addr());
+        for address in have.iter().filter(stale) {
             self.push(
                 ns.clone(),
                 Action::DelAddress {

@@ -10,13 +10,22 @@
 //!   removed, except a device whose name is one gremesh derives from a hash (`gm-`, `gt-`,
 //!   `gx-`, `gv-`, `gc-` + 8 hex digits) and whose kind matches: that is one gremesh created
 //!   and was interrupted before marking, and it is adopted;
+//! - a device that is in a mesh's way (its name, gateway address or VXLAN port) is never
+//!   touched, whether gremesh did not create it or it belongs to another mesh: the mesh is
+//!   reported and nothing of it is built on that host (`conflict`);
+//! - a mesh whose network overlaps the host's own networks (an address or a route that is not
+//!   the mesh's) is not built on that host, since its connected route would take traffic from
+//!   them — possibly the SSH connection itself;
+//! - on its own devices gremesh manages only the addresses inside the mesh network, and in a
+//!   container only the routes through its own interface (`link`, `attachment`);
 //! - container-side steps are guarded by a check that the container still has the PID that
-//!   was observed, so nothing lands in a namespace that is not the container's.
+//!   was observed, so nothing lands in a namespace that is not the container's, and a
+//!   container whose namespace is the host's or another container's is never attached.
 //!
 //! The planner first prunes what is no longer wanted (`prune`), then converges each mesh in
-//! order: its bridge (`bridge`), its tunnels (`tunnel`), its container attachments
-//! (`attachment`) and its Docker network (`network`). `link` holds the link-attribute and
-//! address steps they share.
+//! order: what stands in its way (`conflict`), its bridge (`bridge`), its tunnels (`tunnel`),
+//! its container attachments (`attachment`) and its Docker network (`network`). `link` holds
+//! the link-attribute and address steps they share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,9 +39,11 @@ use crate::observe::{HostState, Link};
 
 mod attachment;
 mod bridge;
+mod conflict;
 mod link;
 mod network;
 mod prune;
+mod route;
 mod tunnel;
 
 pub use tunnel::{gre_matches, vxlan_matches};
@@ -40,7 +51,9 @@ pub use tunnel::{gre_matches, vxlan_matches};
 /// Which meshes a pass is responsible for.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// Devices of these meshes that the spec does not ask for are removed.
+    /// Devices of these meshes that the spec does not ask for are removed. Devices of any
+    /// other mesh are never changed: where they hold a name, address or port a mesh of this
+    /// pass needs, they are in its way exactly like a device gremesh did not create.
     pub meshes: BTreeSet<String>,
     /// Also remove attachments of these meshes that the spec does not list (the operator
     /// knows every attachment; `gremesh apply` does so only with `--prune`).
@@ -90,8 +103,11 @@ impl ContainerId {
 pub enum Action {
     /// Check the container still runs with the observed PID (guards the steps after it).
     CheckContainer,
-    /// Delete a link (and, for a veth, its peer).
+    /// Delete a link that is not a veth.
     DeleteLink { name: IfName },
+    /// Delete one end of a veth pair. The kernel removes both ends together, so an end that
+    /// is already gone (its peer was deleted first) counts as done.
+    DeleteVeth { name: IfName },
     /// Create a bridge.
     AddBridge {
         name: IfName,
@@ -152,6 +168,12 @@ pub enum Action {
         to: Ipv4Net,
         via: Option<Ipv4Addr>,
     },
+    /// Delete a route through one of gremesh's own interfaces.
+    DeleteRoute {
+        dev: IfName,
+        to: Ipv4Net,
+        via: Option<Ipv4Addr>,
+    },
     /// Create a Docker network bound to the mesh bridge, labelled with the mesh.
     CreateDockerNetwork {
         name: NetworkName,
@@ -180,7 +202,8 @@ pub struct Step {
 /// Why an object cannot converge this pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum IssueReason {
-    /// A device gremesh did not create occupies a name, address or port it needs.
+    /// A device gremesh did not create, or one of another mesh, occupies a name, address or
+    /// port it needs.
     ForeignDevice,
     /// The attachment's container exists but is not running.
     ContainerNotRunning,
@@ -190,6 +213,12 @@ pub enum IssueReason {
     AddressConflict,
     /// A Docker network cannot be changed or removed while containers use it.
     NetworkInUse,
+    /// The mesh network overlaps a network the host (or the container) already has.
+    NetworkOverlap,
+    /// A route the attachment asks for would replace one through a device gremesh does not own.
+    RouteConflict,
+    /// The container's network namespace is the host's or another container's.
+    SharedNamespace,
 }
 
 impl fmt::Display for IssueReason {
@@ -200,6 +229,9 @@ impl fmt::Display for IssueReason {
             IssueReason::ContainerMissing => "ContainerMissing",
             IssueReason::AddressConflict => "AddressConflict",
             IssueReason::NetworkInUse => "NetworkInUse",
+            IssueReason::NetworkOverlap => "NetworkOverlap",
+            IssueReason::RouteConflict => "RouteConflict",
+            IssueReason::SharedNamespace => "SharedNamespace",
         })
     }
 }
@@ -257,6 +289,22 @@ pub fn plan_host(desired: &[MeshOnHost], state: &HostState, scope: &Scope) -> Pl
         p.mesh(mesh);
     }
     p.plan
+}
+
+/// The mesh network of a mesh: its gateway address carries the network's prefix length.
+fn mesh_network(m: &MeshOnHost) -> Ipv4Net {
+    m.bridge.address.trunc()
+}
+
+/// The step that deletes an observed link: veth ends are deleted so that an end already
+/// removed with its peer is no failure.
+fn delete_action(link: &Link) -> Action {
+    let name = IfName::new(&link.name).expect("names from the kernel fit");
+    if link.kind.as_deref() == Some("veth") {
+        Action::DeleteVeth { name }
+    } else {
+        Action::DeleteLink { name }
+    }
 }
 
 /// The device kind each role has.
@@ -319,12 +367,13 @@ impl<'a> Planner<'a> {
         });
     }
 
-    /// Converges one mesh: the bridge first, since its other devices and its Docker network
-    /// sit on it.
+    /// Converges one mesh, unless something stands in its way on this host: the bridge first,
+    /// since its other devices and its Docker network sit on it.
     fn mesh(&mut self, m: &MeshOnHost) {
-        if !self.bridge(m) {
+        if self.mesh_blocked(m) {
             return;
         }
+        self.bridge(m);
         for t in &m.tunnels {
             self.tunnel(m, t);
         }

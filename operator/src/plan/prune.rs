@@ -7,10 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::addressing::{IfName, NetworkName, Role};
+use crate::addressing::{NetworkName, Role};
 use crate::desired::MeshOnHost;
 
-use super::{gre_matches, vxlan_matches, Action, IssueReason, Planner, Scope};
+use super::{delete_action, gre_matches, vxlan_matches, Action, IssueReason, Planner, Scope};
 
 /// Whether a Docker network has exactly the wanted settings.
 fn network_matches(
@@ -90,20 +90,19 @@ impl Planner<'_> {
             if keep {
                 continue;
             }
-            let name = IfName::new(&link.name).expect("names from the kernel fit");
+            if marker.role == Role::Bridge && keep_bridges.contains(&marker.mesh) {
+                continue;
+            }
             let object = format!("mesh {} stale {}", marker.mesh, link.name);
             self.deleted.insert(link.name.clone());
             if marker.role == Role::Bridge {
-                if keep_bridges.contains(&marker.mesh) {
-                    continue;
-                }
-                bridges.push((name, object));
+                bridges.push((delete_action(link), object));
             } else {
-                self.host(Action::DeleteLink { name }, &object);
+                self.host(delete_action(link), &object);
             }
         }
-        for (name, object) in bridges {
-            self.host(Action::DeleteLink { name }, &object);
+        for (action, object) in bridges {
+            self.host(action, &object);
         }
     }
 }

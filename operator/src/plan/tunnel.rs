@@ -1,7 +1,9 @@
 //! Tunnels: one gretap device per peer host, or one VXLAN device with a flood entry per peer.
 //!
 //! Each is a port of the mesh bridge and carries the mesh's isolation flag. A device whose
-//! endpoints, key or VNI differ from the spec is deleted and built again.
+//! endpoints, key or VNI differ from the spec is deleted and built again. A device of another
+//! owner holding a tunnel's name blocks that tunnel only; one holding the VXLAN device's name,
+//! VNI or port blocks the whole mesh (see `conflict`).
 
 use std::net::Ipv4Addr;
 
@@ -9,7 +11,7 @@ use crate::addressing::{IfName, Role};
 use crate::desired::MeshOnHost;
 use crate::observe::Link;
 
-use super::{Action, IssueReason, Namespace, Planner};
+use super::{delete_action, Action, IssueReason, Namespace, Planner};
 
 /// Whether a gretap link has exactly the tunnel's endpoints and key.
 pub fn gre_matches(link: &Link, t: &crate::desired::TunnelSpec) -> bool {
@@ -39,17 +41,12 @@ impl Planner<'_> {
         let mut existing = self.link(t.name.as_str());
         if let Some(l) = existing {
             if !self.owned_as(l, &marker) {
-                self.issue(&m.mesh, None, IssueReason::ForeignDevice, format!(
-                    "a device named {} exists that gremesh did not create; tunnel to {} not built", t.name, t.peer));
+                let message = format!("{}; tunnel to {} not built", self.name_taken(l), t.peer);
+                self.issue(&m.mesh, None, IssueReason::ForeignDevice, message);
                 return;
             }
             if !gre_matches(l, t) {
-                self.host(
-                    Action::DeleteLink {
-                        name: t.name.clone(),
-                    },
-                    &object,
-                );
+                self.host(delete_action(l), &object);
                 existing = None;
             }
         }
@@ -94,47 +91,11 @@ impl Planner<'_> {
     pub(super) fn vxlan(&mut self, m: &MeshOnHost, v: &crate::desired::VxlanSpec) {
         let object = format!("mesh {} vxlan {}", m.mesh, v.name);
         let marker = m.marker(Role::Vxlan);
-        if let Some(other) = self.state.links.iter().find(|l| {
-            l.name != v.name.as_str()
-                && self.marker_of(l).is_none()
-                && l.vxlan
-                    .as_ref()
-                    .is_some_and(|x| x.id == v.vni && x.port == v.port)
-        }) {
-            self.issue(
-                &m.mesh,
-                None,
-                IssueReason::ForeignDevice,
-                format!(
-                    "VXLAN device {} (not gremesh's) already uses VNI {} on port {}",
-                    other.name, v.vni, v.port
-                ),
-            );
-            return;
-        }
+        // Whatever else holds its name, VNI or port was reported by `mesh_blocked`.
         let mut existing = self.link(v.name.as_str());
-        if let Some(l) = existing {
-            if !self.owned_as(l, &marker) {
-                self.issue(
-                    &m.mesh,
-                    None,
-                    IssueReason::ForeignDevice,
-                    format!(
-                        "a device named {} exists that gremesh did not create",
-                        v.name
-                    ),
-                );
-                return;
-            }
-            if !vxlan_matches(l, v) {
-                self.host(
-                    Action::DeleteLink {
-                        name: v.name.clone(),
-                    },
-                    &object,
-                );
-                existing = None;
-            }
+        if let Some(l) = existing.filter(|l| !vxlan_matches(l, v)) {
+            self.host(delete_action(l), &object);
+            existing = None;
         }
         if existing.is_none() {
             let action = Action::AddVxlan {
