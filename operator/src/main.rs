@@ -196,11 +196,15 @@ async fn run_and_report(
     opts: &PassOptions,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    if opts.identity_override.is_none() {
-        if let Err(rejected) = gremesh::validate::check_secrets(inventory) {
-            eprintln!("{rejected}");
-            return Ok(ExitCode::from(EXIT_REJECTED));
-        }
+    // Keys from the manifests must all be there; checked after the spec itself, so that an
+    // invalid Secret reference is reported as such.
+    let keys = gremesh::validate::validate(inventory).and_then(|()| match opts.identity_override {
+        Some(_) => Ok(()),
+        None => gremesh::validate::check_secrets(inventory),
+    });
+    if let Err(rejected) = keys {
+        eprintln!("{rejected}");
+        return Ok(ExitCode::from(EXIT_REJECTED));
     }
     let view = ProgressView::new(output == OutputFormat::Json);
     let report = match run_pass(inventory, opts, &|host, p| view.report(host, p)).await {

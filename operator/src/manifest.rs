@@ -130,7 +130,7 @@ impl Inventory {
                 reason,
             };
             let value = serde_yaml::Value::deserialize(document)
-                .map_err(|e| doc_err(String::new(), e.to_string()))?;
+                .map_err(|e| doc_err(String::new(), redact(&e.to_string())))?;
             if value.is_null() {
                 continue;
             }
@@ -201,17 +201,30 @@ impl Inventory {
 /// The API group of gremesh's kinds.
 const GROUP: &str = "gremesh.io";
 
-/// Deserializes `value`, naming the path of the offending field in the error.
+/// Deserializes `value`, naming the path of the offending field in the error. The offending
+/// value itself is never shown: it may be key material (a Secret's data, a key pasted in the
+/// wrong place).
 fn from_value<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
-        let inner = e.into_inner();
+        let inner = redact(&e.into_inner().to_string());
         if field == "." {
-            inner.to_string()
+            inner
         } else {
             format!("{field}: {inner}")
         }
     })
+}
+
+/// serde's message with every quoted value it echoes (`invalid type: string "..."`) replaced;
+/// field names (in backquotes) stay.
+fn redact(message: &str) -> String {
+    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""(?:[^"\\]|\\.)*"?"#).expect("static pattern")
+    });
+    QUOTED
+        .replace_all(message, "(value not shown)")
+        .into_owned()
 }
 
 fn object_name(meta: &kube::api::ObjectMeta) -> Result<String, String> {
@@ -322,6 +335,25 @@ metadata: {name: other}
         let err = load(two).unwrap_err().to_string();
         assert!(err.ends_with("document 2: kind: missing"), "{err}");
         assert!(load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").is_ok());
+    }
+
+    #[test]
+    fn errors_never_echo_the_values_they_reject() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjE=";
+        let load = |text: &str| Inventory::default().add_yaml(Path::new("m.yaml"), text);
+        for text in [
+            format!("\"{key}\"\n"),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\ndata: {{k: [\"{key}\"]}}\n"
+            ),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\ndata: {{k: \"{key}\"}}\n"
+            ),
+        ] {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(!err.contains("b3BlbnNzaC1rZXktdjE"), "{err}");
+            assert!(!err.contains("PRIVATE KEY"), "{err}");
+        }
     }
 
     #[test]

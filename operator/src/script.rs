@@ -20,6 +20,12 @@ pub const RENAME_SCRIPT: &str = "ip link set dev \"$1\" down && ip link set dev 
 pub const DELETE_VETH_SCRIPT: &str =
     "ip link del dev \"$1\" 2>&1 || ! ip link show dev \"$1\" >/dev/null 2>&1";
 
+/// The fixed script that deletes a route (`$1` the destination, then `dev D [via G]`): a route
+/// already gone — another attachment of the container took the destination over in the same
+/// pass — counts as deleted; a route still there fails the step with `ip`'s message.
+pub const DELETE_ROUTE_SCRIPT: &str = "p=$1; shift; ip route del \"$p\" \"$@\" 2>&1 || \
+     [ -z \"$(ip route show exact \"$p\" \"$@\" 2>/dev/null)\" ]";
+
 /// Marker line printed before the post-apply probe output.
 pub const PROBE_MARK: &str = "@@gremesh-after";
 
@@ -219,7 +225,7 @@ fn action_argv(action: &Action, ns: &Namespace) -> Vec<String> {
             v
         }
         Action::DeleteRoute { dev, to, via } => {
-            let mut v = s(&[&"ip", &"route", &"del", to]);
+            let mut v = s(&[&"sh", &"-c", &DELETE_ROUTE_SCRIPT, &"delete-route", to]);
             if let Some(via) = via {
                 v.extend(s(&[&"via", via]));
             }
@@ -242,7 +248,32 @@ pub fn describe(step: &Step) -> String {
             format!(" [container {} pid {pid}]", &id.as_str()[..12])
         }
     };
-    format!("{}{place}: {}", step.object, argv(step).join(" "))
+    let command = match (&step.action, &step.ns) {
+        (Action::CheckContainer, _) => argv(step).join(" "),
+        (action, Namespace::Host) => readable(action),
+        (action, Namespace::Container { pid, .. }) => {
+            format!("nsenter -t {pid} -n {}", readable(action))
+        }
+    };
+    format!("{}{place}: {command}", step.object)
+}
+
+/// A step's command as a person would type it: the steps that run a fixed script are shown as
+/// the commands the script runs, the others as their argument vector.
+fn readable(action: &Action) -> String {
+    match action {
+        Action::Rename { from, to } => {
+            format!("ip link set dev {from} down && ip link set dev {from} name {to}")
+        }
+        Action::DeleteVeth { name } => {
+            format!("ip link del dev {name} (done if it went with its peer)")
+        }
+        Action::DeleteRoute { dev, to, via } => {
+            let via = via.map(|v| format!(" via {v}")).unwrap_or_default();
+            format!("ip route del {to}{via} dev {dev} (done if already gone)")
+        }
+        other => action_argv(other, &Namespace::Host).join(" "),
+    }
 }
 
 /// The whole apply script: every step in order, stopping at the first failure, then the

@@ -5,10 +5,11 @@ login, and a pass without changes still judges every tunnel."""
 
 import json
 
-from conftest import (HOSTS, HOSTS_YAML, accepted_logins, apply, attachment_yaml, docker_exec,
+from conftest import (HOSTS, HOSTS_YAML, STATE, accepted_logins, apply, attachment_yaml, docker_exec,
                       gremesh, gremesh_links, links, mesh_yaml, on_host, write)
 
 ADDRS = {"host-a": "10.10.1.10", "host-b": "10.10.2.10", "host-c": "10.10.3.10"}
+ADDRS_UNDERLAY = {"host-a": "10.200.0.11", "host-b": "10.200.0.12", "host-c": "10.200.0.13"}
 
 
 def mesh_with_attachments(tmp_path, hosts=HOSTS, name="mesh.yaml", **kw):
@@ -37,8 +38,9 @@ def test_host_taken_out_of_a_mesh_is_cleaned_by_apply(fresh, tmp_path):
     for host in ("host-a", "host-b"):
         mesh = host_report(report, host)["meshes"][0]
         assert (mesh["tunnelsUp"], mesh["tunnelsExpected"]) == (1, 1), mesh
-        fdb = on_host(host, "bridge", "-j", "fdb", "show").stdout
-        assert "10.200.0.13" not in fdb, f"{host} still floods to host-c"
+        floods = [e for e in json.loads(on_host(host, "bridge", "-j", "fdb", "show").stdout)
+                  if e["mac"] == "00:00:00:00:00:00" and e.get("dst")]
+        assert [e["dst"] for e in floods] == [ADDRS_UNDERLAY["host-a" if host == "host-b" else "host-b"]], floods
     docker_exec("host-a", "web-a", "ping", "-c", "1", "-W", "2", ADDRS["host-b"])
     _, again = apply(mesh_with_attachments(tmp_path, hosts=["host-a", "host-b"], name="two.yaml"))
     assert all(h["planned"] == [] for h in again["hosts"])
@@ -78,8 +80,8 @@ def test_blocked_attachment_makes_apply_exit_1_and_says_why(fresh, tmp_path):
 
 def test_inputs_only_the_cli_sees_are_rejected_before_any_login(lab_up, tmp_path):
     logins = {h: accepted_logins(h) for h in HOSTS}
-    hosts_without_secret = "---".join(d for d in HOSTS_YAML.read_text().split("---")
-                                      if "kind: Secret" not in d)
+    hosts_without_secret = "\n---\n".join(d for d in HOSTS_YAML.read_text().split("\n---\n")
+                                          if "kind: Secret" not in d)
     cases = {
         "missing Secret": (write(tmp_path, "nosecret.yaml", hosts_without_secret),
                            "spec.sshKeySecretRef: Secret gremesh-lab-ssh"),
@@ -88,11 +90,17 @@ def test_inputs_only_the_cli_sees_are_rejected_before_any_login(lab_up, tmp_path
         "typo in kind": (write(tmp_path, "typo.yaml", mesh_yaml().replace("kind: GreMesh", "kind: GreMash")),
                          "(GreMash m1): gremesh.io/v1alpha1 GreMash is not a kind gremesh knows"),
     }
+    # A file cut in the wrong place: the key ends up as a document of its own.
+    cut = HOSTS_YAML.read_text().replace("stringData:\n  ssh-privatekey: |\n", "---\n")
+    cases["broken file"] = (write(tmp_path, "cut.yaml", cut), "document 2")
+    key_body = [l for l in (STATE / "id_ed25519").read_text().splitlines() if not l.startswith("-----")]
     for what, (path, expected) in cases.items():
-        files = ["-f", str(path)] if what == "missing Secret" else ["-f", str(HOSTS_YAML), "-f", str(path)]
+        alone = what in ("missing Secret", "broken file")
+        files = ["-f", str(path)] if alone else ["-f", str(HOSTS_YAML), "-f", str(path)]
         res = gremesh("apply", *files)
         assert res.returncode == 2, (what, res.returncode, res.stderr)
         assert expected in res.stderr, (what, res.stderr)
+        assert not any(line in res.stdout + res.stderr for line in key_body), (what, "key shown")
     assert {h: accepted_logins(h) for h in HOSTS} == logins
 
 
@@ -133,3 +141,19 @@ def test_pass_without_changes_still_checks_every_tunnel_with_unpinned_subnets(fr
         on_host("host-b", "iptables", "-D", *rule)
     _, report = apply(manifest)
     assert report["meshes"][0]["ready"]
+
+
+def test_hosts_without_changes_judge_a_rebuilt_peer_after_it_was_rebuilt(fresh, tmp_path):
+    """host-b loses its mesh (as after a reboot); one apply rebuilds only host-b, and the
+    other hosts — whose own probe ran while host-b was still empty — ask it again, so the mesh
+    is reported ready in that same pass."""
+    manifest = mesh_with_attachments(tmp_path)
+    apply(manifest)
+    for l in gremesh_links("host-b"):
+        on_host("host-b", "ip", "link", "del", "dev", l["ifname"], check=False)
+    _, report = apply(manifest)
+    assert host_report(report, "host-b")["planned"]
+    assert host_report(report, "host-a")["planned"] == host_report(report, "host-c")["planned"] == []
+    assert report["meshes"][0]["ready"], json.dumps(report["hosts"], indent=1)
+    for host in ("host-a", "host-c"):
+        assert host_report(report, host)["meshes"][0]["peersUnanswered"] == []

@@ -9,6 +9,13 @@ from conftest import (HOSTS, apply, attachment_yaml, gremesh_links, in_container
                       mesh_yaml, on_host, write)
 
 
+
+def blocked_apply(path, extra=()):
+    """`gremesh apply` of a spec with a blocked object: exit status 1, and the report."""
+    res, report = apply(path, extra=extra, check=False)
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    return report
+
 def routes(host, container):
     return json.loads(in_container(host, container, "ip", "-j", "route").stdout)
 
@@ -61,7 +68,7 @@ def test_container_routes_are_kept_and_only_gremesh_s_own_are_removed(fresh, tmp
                                    extra=f"  routes:\n{lines}")
 
         both = [("0.0.0.0/0", "10.10.1.1"), ("192.168.50.0/24", None), ("192.168.51.0/24", None)]
-        _, report = apply(write(tmp_path, "m.yaml", mesh + attach(*both)))
+        report = blocked_apply(write(tmp_path, "m.yaml", mesh + attach(*both)))
         conflicts = issues(report, "host-a", "RouteConflict")
         assert len(conflicts) == 1, report_of(report, "host-a")
         message = conflicts[0]["message"]
@@ -104,8 +111,8 @@ def test_a_renamed_copy_of_a_mesh_is_refused_with_the_original_named(fresh, tmp_
         "blue3": ("10.21.0.0/16", "VNI 77 on port 4789 is used by mesh blue's VXLAN device"),
     }
     for name, (network, expect) in copies.items():
-        _, report = apply(write(tmp_path, f"{name}.yaml",
-                                mesh_yaml(name=name, key=77, network=network)))
+        report = blocked_apply(write(tmp_path, f"{name}.yaml",
+                                     mesh_yaml(name=name, key=77, network=network)))
         for i, host in enumerate(HOSTS, start=1):
             h = report_of(report, host)
             assert "error" not in h and h["planned"] == [] and h["applied"] == 0, h
@@ -127,7 +134,7 @@ def test_a_mesh_overlapping_a_network_of_the_host_is_not_built_there(fresh, tmp_
     on_host("host-b", "ip", "link", "set", "ovl0", "up")
     try:
         before = host_routes("host-b")
-        _, report = apply(write(tmp_path, "m.yaml", mesh_yaml(network="10.77.0.0/16")))
+        report = blocked_apply(write(tmp_path, "m.yaml", mesh_yaml(network="10.77.0.0/16")))
         found = issues(report, "host-b", "NetworkOverlap")
         assert len(found) == 1, report_of(report, "host-b")
         assert "mesh network 10.77.0.0/16 overlaps address 10.77.5.1/24 of device ovl0" in \
@@ -162,7 +169,7 @@ def test_containers_without_a_namespace_of_their_own_are_refused(fresh, tmp_path
                 + attachment_yaml("hn", "host-a", "hn", "10.10.1.10")
                 + attachment_yaml("cn", "host-a", "cn", "10.10.1.11"))
         manifest = write(tmp_path, "m.yaml", text)
-        _, report = apply(manifest)
+        report = blocked_apply(manifest)
         a = report_of(report, "host-a")
         assert "error" not in a, a
         shared = {i["attachment"]: i["message"] for i in issues(report, "host-a", "SharedNamespace")}
@@ -178,7 +185,7 @@ def test_containers_without_a_namespace_of_their_own_are_refused(fresh, tmp_path
         assert {l["ifname"] for l in web_a} == {"lo"}, web_a
 
         # No flapping: the next pass has nothing to do and reports the same.
-        _, report = apply(manifest)
+        report = blocked_apply(manifest)
         a = report_of(report, "host-a")
         assert a["planned"] == [] and a["applied"] == 0, a
         assert {i["attachment"] for i in issues(report, "host-a", "SharedNamespace")} == {"hn", "cn"}

@@ -17,22 +17,8 @@ pub(super) fn summarize(
     plan: &Plan,
 ) {
     report.issues = plan.issues.iter().map(IssueReport::from).collect();
+    report.meshes = mesh_reports(desired, state);
     for m in desired {
-        let up = peers_up(m, state);
-        let unanswered: Vec<String> = devices_up(m, state)
-            .into_iter()
-            .filter(|p| !up.contains(p))
-            .collect();
-        report.meshes.push(MeshHostReport {
-            mesh: m.mesh.clone(),
-            subnet: m.bridge.subnet,
-            gateway: m.bridge.address.addr(),
-            tunnels_up: up.len() as u32,
-            tunnels_expected: tunnels_expected(m),
-            bridge: m.bridge.name.to_string(),
-            peers_up: up,
-            peers_unanswered: unanswered,
-        });
         for a in &m.attachments {
             let Some(c) = state.container(&a.container).filter(|c| c.running) else {
                 continue;
@@ -52,6 +38,54 @@ pub(super) fn summarize(
             }
         }
     }
+}
+
+/// Per mesh of the host: its subnet and which peers' tunnels are up and answer.
+pub(super) fn mesh_reports(desired: &[MeshOnHost], state: &HostState) -> Vec<MeshHostReport> {
+    desired
+        .iter()
+        .map(|m| {
+            let up = peers_up(m, state);
+            let unanswered: Vec<String> = devices_up(m, state)
+                .into_iter()
+                .filter(|p| !up.contains(p))
+                .collect();
+            MeshHostReport {
+                mesh: m.mesh.clone(),
+                subnet: m.bridge.subnet,
+                gateway: m.bridge.address.addr(),
+                tunnels_up: up.len() as u32,
+                tunnels_expected: tunnels_expected(m),
+                bridge: m.bridge.name.to_string(),
+                peers_up: up,
+                peers_unanswered: unanswered,
+            }
+        })
+        .collect()
+}
+
+/// Gateways of the peers that did not answer and that changed in this pass: their answer may
+/// only have been missing because they were still being built when this host asked.
+pub(super) fn unanswered_changed_peers(
+    report: &HostReport,
+    desired: &[MeshOnHost],
+    changed: &BTreeSet<String>,
+) -> Vec<std::net::Ipv4Addr> {
+    let gateways: BTreeSet<std::net::Ipv4Addr> = desired
+        .iter()
+        .flat_map(|m| {
+            let unanswered = report
+                .meshes
+                .iter()
+                .filter(|r| r.mesh == m.mesh)
+                .flat_map(|r| r.peers_unanswered.iter());
+            unanswered
+                .filter(|p| changed.contains(*p))
+                .filter_map(|p| m.peer_gateways.get(p).copied())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    gateways.into_iter().collect()
 }
 
 /// Every peer gateway of the host's meshes.

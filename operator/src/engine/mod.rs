@@ -35,7 +35,7 @@ pub use report::{
     AttachmentReport, HostReport, IssueReport, MeshHostReport, MeshReport, PassReport,
 };
 
-use health::{health_targets, summarize};
+use health::{health_targets, mesh_reports, summarize, unanswered_changed_peers};
 
 /// What a pass does.
 #[derive(Clone, Debug)]
@@ -200,7 +200,8 @@ pub async fn run_pass(
             converge_host(inv, &layouts.layouts, scope, opts, work, progress).await
         }
     }));
-    let ((), mut reports) = futures::join!(coordinator, host_tasks);
+    let ((), finished) = futures::join!(coordinator, host_tasks);
+    let mut reports = recheck_health(finished, opts).await;
     let mut meshes = layout_rx.borrow().clone().unwrap_or_default().reports;
     reports.sort_by(|a, b| a.host.cmp(&b.host));
 
@@ -353,6 +354,16 @@ fn desired_meshes(
     Ok(out)
 }
 
+/// A host whose own part of the pass is over; its connection stays open until the whole
+/// pass is, for a last health check (see [`recheck_health`]).
+struct Finished {
+    report: HostReport,
+    conn: Option<Connection>,
+    /// What the host should look like and what it looked like at the end, when it converged
+    /// without error.
+    outcome: Option<(Vec<MeshOnHost>, HostState)>,
+}
+
 async fn converge_host(
     inv: &Inventory,
     layouts: &BTreeMap<String, MeshLayout>,
@@ -360,30 +371,80 @@ async fn converge_host(
     opts: &PassOptions,
     mut work: HostWork,
     progress: &(dyn Fn(&str, Progress) + Sync),
-) -> HostReport {
+) -> Finished {
     let host = work.report.host.clone();
-    if let (Some(conn), Some(state)) = (work.conn.take(), work.state.take()) {
-        if let Err(e) = converge_observed(
+    let mut outcome = None;
+    let conn = work.conn.take();
+    if let (Some(conn), Some(state)) = (&conn, work.state.take()) {
+        match converge_observed(
             inv,
             layouts,
             scope,
             opts,
             &mut work.report,
-            &conn,
+            conn,
             state,
             progress,
         )
         .await
         {
-            tracing::warn!(host = %host, error = %e, "host not converged");
-            work.report.fail(&e);
+            Ok(done) => outcome = Some(done),
+            Err(e) => {
+                tracing::warn!(host = %host, error = %e, "host not converged");
+                work.report.fail(&e);
+            }
         }
-        work.report.round_trips = conn.round_trips();
-        conn.close().await;
     }
     work.report.duration = work.started.elapsed();
     progress(&host, Progress::Done);
-    work.report
+    Finished {
+        report: work.report,
+        conn,
+        outcome,
+    }
+}
+
+/// Once every host is done: a host whose health check found a peer silent that was itself
+/// being changed in this pass asks that peer again (one more round trip, up to three tries),
+/// so that a peer built after this host's probe is not reported as down. Then every
+/// connection is closed.
+async fn recheck_health(finished: Vec<Finished>, opts: &PassOptions) -> Vec<HostReport> {
+    let changed: BTreeSet<String> = finished
+        .iter()
+        .filter(|f| f.report.applied > 0)
+        .map(|f| f.report.host.clone())
+        .collect();
+    join_all(finished.into_iter().map(|mut f| {
+        let changed = &changed;
+        async move {
+            if let (Some(conn), Some((desired, state))) = (&f.conn, f.outcome.as_mut()) {
+                let ask = unanswered_changed_peers(&f.report, desired, changed);
+                if !ask.is_empty() {
+                    let host = &f.report.host;
+                    tracing::debug!(host = %host, peers = ask.len(), "asking changed peers again");
+                    match conn
+                        .run_script(&probe_with_health(&ask, 3), opts.timeouts.command)
+                        .await
+                    {
+                        Ok(out) => match parse_probe(&out) {
+                            Ok(again) => {
+                                state.health.extend(again.health);
+                                f.report.meshes = mesh_reports(desired, state);
+                            }
+                            Err(e) => tracing::debug!(host = %host, error = %e, "health recheck"),
+                        },
+                        Err(e) => tracing::debug!(host = %host, error = %e, "health recheck"),
+                    }
+                }
+            }
+            if let Some(conn) = f.conn {
+                f.report.round_trips = conn.round_trips();
+                conn.close().await;
+            }
+            f.report
+        }
+    }))
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,7 +457,7 @@ async fn converge_observed(
     conn: &Connection,
     state: HostState,
     progress: &(dyn Fn(&str, Progress) + Sync),
-) -> Result<(), HostError> {
+) -> Result<(Vec<MeshOnHost>, HostState), HostError> {
     let host = report.host.clone();
     let desired = desired_meshes(inv, layouts, &host, &state)?;
     let plan = plan_host(&desired, &state, scope);
@@ -447,7 +508,7 @@ async fn converge_observed(
     }
     report.converged = final_plan.is_empty();
     summarize(report, &desired, &final_state, &final_plan);
-    Ok(())
+    Ok((desired, final_state))
 }
 
 /// Health-checks, in a round trip of its own, the peer gateways the observe round trip could

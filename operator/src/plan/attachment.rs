@@ -193,7 +193,21 @@ impl Planner<'_> {
                 object,
             );
         }
-        let route_steps = plan_routes(a, routes, observed, kept);
+        // A route through the interface of another attachment of this pass's meshes is stale
+        // (validation lets only one attachment of a container route a destination): this
+        // attachment may take it over, and that attachment's delete of it then finds it gone,
+        // which counts as done.
+        let stale_of_other = |r: &RouteEntry| {
+            let dev = inner_links
+                .iter()
+                .find(|l| Some(l.name.as_str()) == r.dev.as_deref());
+            dev.and_then(|l| self.marker_of(l)).is_some_and(|mk| {
+                matches!(mk.role, Role::Attach(_))
+                    && mk != inner_marker
+                    && self.scope.meshes.contains(&mk.mesh)
+            })
+        };
+        let route_steps = plan_routes(a, routes, observed, kept, &stale_of_other);
         for action in route_steps.delete {
             inner_steps.push(ns.clone(), action, object);
         }

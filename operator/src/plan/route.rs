@@ -39,11 +39,14 @@ pub(super) struct RouteSteps {
 /// `observed` is the attachment's interface as observed (routes through it are never in the
 /// way); `kept` is that interface when it stays as it is (not rebuilt, not renamed: a rename
 /// takes the link down, which drops its routes), so its routes are compared with the spec.
+/// `stale_of_other` tells routes through another attachment's interface that nobody wants any
+/// more: taken over, not a conflict.
 pub(super) fn plan_routes(
     a: &AttachmentSpec,
     routes: &[RouteEntry],
     observed: Option<&Link>,
     kept: Option<&Link>,
+    stale_of_other: &dyn Fn(&RouteEntry) -> bool,
 ) -> RouteSteps {
     let mut out = RouteSteps::default();
     let through = |r: &RouteEntry, link: Option<&Link>| {
@@ -69,7 +72,7 @@ pub(super) fn plan_routes(
         if let Some(other) = routes
             .iter()
             .filter(same_dst)
-            .find(|r| !through(r, observed))
+            .find(|r| !through(r, observed) && !stale_of_other(r))
         {
             out.conflicts.push((*to, other.clone()));
             continue;

@@ -418,6 +418,7 @@ fn safe_word(w: &str) -> bool {
         "--driver",
         script::RENAME_SCRIPT,
         script::DELETE_VETH_SCRIPT,
+        script::DELETE_ROUTE_SCRIPT,
     ];
     if literal.contains(&w) {
         return true;

@@ -407,17 +407,13 @@ impl Sim {
                 });
             }
             Action::DeleteRoute { dev, to, via } => {
+                // Rendered so that a route already gone counts as deleted.
                 let dst = route_dst(*to);
-                let routes = self.routes_mut(ns);
-                let i = routes
-                    .iter()
-                    .position(|r| {
-                        r.dst == dst
-                            && r.dev.as_deref() == Some(dev.as_str())
-                            && via.is_none_or(|v| r.gateway == Some(v))
-                    })
-                    .ok_or("RTNETLINK answers: No such process")?;
-                routes.remove(i);
+                self.routes_mut(ns).retain(|r| {
+                    !(r.dst == dst
+                        && r.dev.as_deref() == Some(dev.as_str())
+                        && via.is_none_or(|v| r.gateway == Some(v)))
+                });
             }
         }
         Ok(())
