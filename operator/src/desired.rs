@@ -29,7 +29,9 @@ pub enum DesiredError {
         source: addressing::SubnetError,
     },
     /// The host's kernel cannot build the mesh's encapsulation.
-    #[error("host {host}: mesh {mesh} needs {encapsulation}, but {reason}; nothing was changed on this host")]
+    #[error(
+        "mesh {mesh} needs {encapsulation}, but {reason}; the mesh is left as it is on this host"
+    )]
     Unsupported {
         /// Host name.
         host: String,

@@ -20,6 +20,16 @@ const EXIT_REJECTED: u8 = 2;
 /// Exit code when a host failed or an object is blocked.
 const EXIT_NOT_CONVERGED: u8 = 1;
 
+/// Writes to standard output; a reader that went away (`| head`) is not an error worth a panic.
+fn out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// Writes a line to standard error, ignoring a closed pipe like [`out`].
+fn err(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -41,7 +51,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err(&format!("error: {e:#}"));
             ExitCode::from(EXIT_REJECTED)
         }
     }
@@ -50,7 +60,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd => {
-            std::io::stdout().write_all(gremesh::crd::render().as_bytes())?;
+            out(&gremesh::crd::render());
             Ok(ExitCode::SUCCESS)
         }
         Command::Operator(args) => {
@@ -108,15 +118,19 @@ async fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
             identity_override: read_identity(args.identity.as_deref())?,
             ..PassOptions::default()
         };
+        if let Err(rejected) = check_files(&inventory, &opts) {
+            err(&rejected.to_string());
+            return Ok(ExitCode::from(EXIT_REJECTED));
+        }
         match run_pass(&inventory, &opts, &|_, _| {}).await {
             Ok(report) => (inventory, report),
             Err(rejected) => {
-                eprintln!("{rejected}");
+                err(&rejected.to_string());
                 return Ok(ExitCode::from(EXIT_REJECTED));
             }
         }
     };
-    print!("{}", gremesh::graph::render(&inventory, &report));
+    out(&gremesh::graph::render(&inventory, &report));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -140,7 +154,7 @@ async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
 async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let mut inventory = Inventory::load(&args.files)?;
     if let Err(rejected) = validate_mesh_names(&args.meshes) {
-        eprintln!("{rejected}");
+        err(&rejected.to_string());
         return Ok(ExitCode::from(EXIT_REJECTED));
     }
     let meshes: BTreeSet<String> = std::mem::take(&mut inventory.meshes)
@@ -165,6 +179,17 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         ..PassOptions::default()
     };
     run_and_report(&inventory, &opts, args.output).await
+}
+
+/// What only a pass from files needs beyond the spec itself: every host's key among the
+/// manifests, unless `--identity` gives one. Checked after the spec, so that an invalid
+/// Secret reference is reported as such.
+fn check_files(inventory: &Inventory, opts: &PassOptions) -> Result<(), Rejected> {
+    gremesh::validate::validate(inventory)?;
+    match opts.identity_override {
+        Some(_) => Ok(()),
+        None => gremesh::validate::check_secrets(inventory),
+    }
 }
 
 /// `--mesh` names must be names a GreMesh can have.
@@ -196,27 +221,21 @@ async fn run_and_report(
     opts: &PassOptions,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    // Keys from the manifests must all be there; checked after the spec itself, so that an
-    // invalid Secret reference is reported as such.
-    let keys = gremesh::validate::validate(inventory).and_then(|()| match opts.identity_override {
-        Some(_) => Ok(()),
-        None => gremesh::validate::check_secrets(inventory),
-    });
-    if let Err(rejected) = keys {
-        eprintln!("{rejected}");
+    if let Err(rejected) = check_files(inventory, opts) {
+        err(&rejected.to_string());
         return Ok(ExitCode::from(EXIT_REJECTED));
     }
     let view = ProgressView::new(output == OutputFormat::Json);
     let report = match run_pass(inventory, opts, &|host, p| view.report(host, p)).await {
         Ok(report) => report,
         Err(rejected) => {
-            eprintln!("{rejected}");
+            err(&rejected.to_string());
             return Ok(ExitCode::from(EXIT_REJECTED));
         }
     };
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print!("{}", summary(&report, !opts.apply)),
+        OutputFormat::Json => out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+        OutputFormat::Text => out(&summary(&report, !opts.apply)),
     }
     Ok(if report.failed() || report.blocked() {
         ExitCode::from(EXIT_NOT_CONVERGED)

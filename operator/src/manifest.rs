@@ -216,14 +216,21 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Resul
     })
 }
 
-/// serde's message with every quoted value it echoes (`invalid type: string "..."`) replaced;
-/// field names (in backquotes) stay.
+/// serde's message with every value it echoes replaced: quoted strings (`invalid type: string
+/// "..."`) and the value of an unknown enum variant; field names and the accepted variants
+/// (in backquotes) stay.
 fn redact(message: &str) -> String {
-    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r#""(?:[^"\\]|\\.)*"?"#).expect("static pattern")
+    static VALUES: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""(?:[^"\\]|\\.)*"?|unknown variant `[^`]*`"#).expect("static pattern")
     });
-    QUOTED
-        .replace_all(message, "(value not shown)")
+    VALUES
+        .replace_all(message, |c: &regex::Captures| {
+            if c[0].starts_with("unknown variant") {
+                "unknown variant (value not shown)"
+            } else {
+                "(value not shown)"
+            }
+        })
         .into_owned()
 }
 
@@ -348,6 +355,10 @@ metadata: {name: other}
             ),
             format!(
                 "apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\ndata: {{k: \"{key}\"}}\n"
+            ),
+            format!(
+                "apiVersion: gremesh.io/v1alpha1\nkind: GreMesh\nmetadata: {{name: m}}\n\
+                 spec: {{hosts: [], key: 1, network: 10.0.0.0/16, encapsulation: \"{key}\"}}\n"
             ),
         ] {
             let err = load(&text).unwrap_err().to_string();

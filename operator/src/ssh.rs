@@ -229,7 +229,7 @@ impl Connection {
                     after: limit,
                 })
             }
-            Ok(Err(e)) => return Err(classify(target, e).await),
+            Ok(Err(e)) => return Err(classify(target, e, timeouts.connect).await),
             Ok(Ok(s)) => s,
         };
         // The master is authenticated: the private key is not needed on disk any more (the
@@ -330,7 +330,7 @@ impl Connection {
 
 /// Turns an openssh connect error into a precise one, fetching the presented host key's
 /// fingerprint on a mismatch.
-async fn classify(target: &Target, error: openssh::Error) -> SshError {
+async fn classify(target: &Target, error: openssh::Error, connect: Duration) -> SshError {
     let detail = error.to_string();
     let source = std::error::Error::source(&error)
         .map(|s| s.to_string())
@@ -347,6 +347,13 @@ async fn classify(target: &Target, error: openssh::Error) -> SshError {
         return SshError::HostKeyMismatch {
             presented,
             pinned: fingerprint(&target.host_key),
+        };
+    }
+    // ssh's own ConnectTimeout: the host is likely down, so this is not retried at once.
+    if text.contains("timed out") {
+        return SshError::Timeout {
+            what: "SSH connect",
+            after: connect,
         };
     }
     if text.contains("Permission denied") {

@@ -6,7 +6,7 @@ login, and a pass without changes still judges every tunnel."""
 import json
 
 from conftest import (HOSTS, HOSTS_YAML, STATE, accepted_logins, apply, attachment_yaml, docker_exec,
-                      gremesh, gremesh_links, links, mesh_yaml, on_host, write)
+                      gremesh, gremesh_links, in_container, links, mesh_yaml, on_host, write)
 
 ADDRS = {"host-a": "10.10.1.10", "host-b": "10.10.2.10", "host-c": "10.10.3.10"}
 ADDRS_UNDERLAY = {"host-a": "10.200.0.11", "host-b": "10.200.0.12", "host-c": "10.200.0.13"}
@@ -21,6 +21,17 @@ def mesh_with_attachments(tmp_path, hosts=HOSTS, name="mesh.yaml", **kw):
 
 def host_report(report, host):
     return next(h for h in report["hosts"] if h["host"] == host)
+
+
+def floods(host):
+    """The VXLAN flood entries (head-end replication to peers) of a host, sorted."""
+    entries = json.loads(on_host(host, "bridge", "-j", "fdb", "show").stdout)
+    return sorted((e["ifname"], e["dst"]) for e in entries
+                  if e["mac"] == "00:00:00:00:00:00" and e.get("dst"))
+
+
+def vxlan_name(host):
+    return next(l["ifname"] for l in gremesh_links(host) if l["linkinfo"]["info_kind"] == "vxlan")
 
 
 def link_names(host):
@@ -73,7 +84,7 @@ def test_blocked_attachment_makes_apply_exit_1_and_says_why(fresh, tmp_path):
     issues = host_report(report, "host-b")["issues"]
     assert [(i["attachment"], i["reason"]) for i in issues] == [("ghost", "ContainerMissing")]
     text_out = gremesh("apply", "-f", str(HOSTS_YAML), "-f", str(tmp_path / "ghost.yaml")).stdout
-    assert "blocked (1 issue below)" in text_out and "ContainerMissing" in text_out, text_out
+    assert "blocked (1 issue, see below)" in text_out and "ContainerMissing" in text_out, text_out
     # Everything that is not blocked was still built.
     assert report["meshes"][0]["ready"], report["meshes"]
 
@@ -105,18 +116,89 @@ def test_inputs_only_the_cli_sees_are_rejected_before_any_login(lab_up, tmp_path
 
 
 def test_underlay_address_not_on_the_host_fails_that_host_and_changes_nothing(fresh, tmp_path):
+    """host-b's spec.underlayAddress is not one of its addresses: host-b fails with nothing
+    changed, and its peers keep their tunnels to it as they are (no tunnel to an address that
+    carries nothing) instead of being repointed."""
+    manifest = mesh_with_attachments(tmp_path)
+    apply(manifest)
+    before = {h: (link_names(h), floods(h)) for h in HOSTS}
     docs = HOSTS_YAML.read_text().split("---")
     wrong = [d.replace("underlayAddress: 10.200.0.12", "underlayAddress: 10.200.0.99") for d in docs]
     hosts = write(tmp_path, "hosts.yaml", "---".join(wrong))
-    before = link_names("host-b")
-    res = gremesh("apply", "-o", "json", "-f", str(hosts), "-f", str(mesh_with_attachments(tmp_path)))
+    res = gremesh("apply", "-o", "json", "-f", str(hosts), "-f", str(manifest))
     assert res.returncode == 1
     report = json.loads(res.stdout)
     b = host_report(report, "host-b")
     assert "spec.underlayAddress: 10.200.0.99 is not an address of this host" in b["error"], b
     assert b["failure"] == "Misconfigured" and b["planned"] == []
-    assert link_names("host-b") == before
-    assert all(host_report(report, h)["converged"] for h in ("host-a", "host-c"))
+    for host in ("host-a", "host-c"):
+        h = host_report(report, host)
+        assert h["planned"] == [], h
+        assert [i["reason"] for i in h["issues"]] == ["LayoutFailed"], h
+        assert "host host-b: its spec.underlayAddress" in h["issues"][0]["message"]
+    assert {h: (link_names(h), floods(h)) for h in HOSTS} == before
+    docker_exec("host-a", "web-a", "ping", "-c", "1", "-W", "2", ADDRS["host-b"])
+
+
+def test_a_mesh_a_host_cannot_build_does_not_stop_its_other_meshes(fresh, tmp_path):
+    """A gretap mesh on this GRE-less kernel is held on its hosts (Unsupported); the VXLAN mesh
+    sharing those hosts still heals its drift in the same pass."""
+    manifest = mesh_with_attachments(tmp_path)
+    apply(manifest)
+    on_host("host-a", "bridge", "fdb", "del", "00:00:00:00:00:00", "dev",
+            vxlan_name("host-a"), "dst", "10.200.0.12")
+    gre = write(tmp_path, "gre.yaml", mesh_yaml(name="mg", hosts=["host-a", "host-b"],
+                                               encapsulation="gretap", key=9,
+                                               network="10.90.0.0/16"))
+    res, report = apply(manifest, gre, check=False)
+    assert res.returncode == 1
+    a = host_report(report, "host-a")
+    assert "error" not in a and [i["reason"] for i in a["issues"]] == ["Unsupported"], a
+    assert any("fdb append" in step for step in a["planned"]), a
+    assert next(m for m in report["meshes"] if m["mesh"] == "m1")["ready"], report["meshes"]
+
+
+def test_routes_of_an_attachment_from_other_files_are_not_taken_over(fresh, tmp_path):
+    """Two meshes on one container, their attachments applied from separate files: the second
+    one's route to a destination the first already routes is a conflict, not a takeover, and
+    alternating the files changes nothing."""
+    meshes = (mesh_yaml(name="ma", hosts=["host-a", "host-b"], key=50, network="10.30.0.0/16")
+              + "---\n" + mesh_yaml(name="mb", hosts=["host-a", "host-b"], key=51,
+                                   network="10.31.0.0/16"))
+    m = write(tmp_path, "meshes.yaml", meshes)
+    x = write(tmp_path, "x.yaml", attachment_yaml(
+        "x", "host-a", "web-a", "10.30.1.10", mesh="ma",
+        extra="  interface: eth1\n  routes: [{to: 192.168.150.0/24, via: 10.30.2.1}]\n"))
+    y = write(tmp_path, "y.yaml", attachment_yaml(
+        "y", "host-a", "web-a", "10.31.1.10", mesh="mb",
+        extra="  interface: eth2\n  routes: [{to: 192.168.150.0/24, via: 10.31.2.1}]\n"))
+    apply(m, x)
+    res, report = apply(m, y, check=False)
+    assert res.returncode == 1
+    issues = host_report(report, "host-a")["issues"]
+    assert [(i["attachment"], i["reason"]) for i in issues] == [("y", "RouteConflict")], issues
+    route = docker_exec("host-a", "web-a", "ip", "route", "show", "192.168.150.0/24").stdout
+    assert "dev eth1" in route, route
+    _, again = apply(m, x)
+    assert host_report(again, "host-a")["planned"] == []
+    res, again = apply(m, y, check=False)
+    assert host_report(again, "host-a")["planned"] == []
+
+
+def test_connected_routes_deleted_by_hand_are_put_back(fresh, tmp_path):
+    manifest = mesh_with_attachments(tmp_path)
+    apply(manifest)
+    in_container("host-b", "web-b", "ip", "route", "del", "10.10.0.0/16", "dev", "eth1")
+    bridge = next(l["ifname"] for l in gremesh_links("host-a")
+                  if l["linkinfo"]["info_kind"] == "bridge")
+    on_host("host-a", "ip", "route", "del", "10.10.0.0/16", "dev", bridge)
+    _, report = apply(manifest)
+    for host in ("host-a", "host-b"):
+        assert any("proto kernel scope link" in s for s in host_report(report, host)["planned"])
+    assert report["meshes"][0]["ready"]
+    docker_exec("host-b", "web-b", "ping", "-c", "1", "-W", "2", ADDRS["host-a"])
+    _, again = apply(manifest)
+    assert all(h["planned"] == [] for h in again["hosts"])
 
 
 def test_pass_without_changes_still_checks_every_tunnel_with_unpinned_subnets(fresh, tmp_path):

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -37,7 +37,8 @@ impl ProgressView {
         };
         let Some(multi) = &self.multi else {
             if !matches!(progress, Progress::Done) {
-                eprintln!("{host}: {text}");
+                // A closed stderr (`2>&1 | head`) must not end the pass.
+                let _ = writeln!(std::io::stderr(), "{host}: {text}");
             }
             return;
         };
@@ -88,8 +89,8 @@ pub fn summary(report: &PassReport, show_steps: bool) -> String {
     for h in &report.hosts {
         let result = match (&h.error, h.converged, h.issues.len()) {
             (Some(e), _, _) => format!("FAILED: {e}"),
-            (None, _, 1) => "blocked (1 issue below)".to_owned(),
-            (None, _, n) if n > 1 => format!("blocked ({n} issues below)"),
+            (None, _, 1) => "blocked (1 issue, see below)".to_owned(),
+            (None, _, n) if n > 1 => format!("blocked ({n} issues, see below)"),
             (None, true, _) => "converged".to_owned(),
             (None, false, _) => "not converged".to_owned(),
         };
@@ -227,7 +228,10 @@ mod tests {
                 .unwrap()
         };
         assert!(row("host-a").ends_with("converged"), "{text}");
-        assert!(row("host-b").ends_with("blocked (1 issue below)"), "{text}");
+        assert!(
+            row("host-b").ends_with("blocked (1 issue, see below)"),
+            "{text}"
+        );
         assert!(row("host-c").contains("FAILED: cannot connect"), "{text}");
         assert!(text.contains("attachment web-b: no container web-b on host-b (ContainerMissing)"));
         assert!(

@@ -6,7 +6,7 @@ use crate::api::attachment::ContainerAttachmentStatus;
 use crate::api::host::{DockerHostStatus, HostCapabilities};
 use crate::api::mesh::{GreMeshStatus, MeshHostStatus};
 use crate::api::{Condition, ContainerAttachment, GreMesh};
-use crate::engine::{FailureReason, HostReport, PassReport};
+use crate::engine::{FailureReason, HostReport, IssueReport, PassReport};
 use crate::plan::IssueReason;
 use crate::validate::ValidationError;
 
@@ -88,6 +88,8 @@ fn host_problem(mesh: &str, h: &HostReport) -> Option<(&'static str, String)> {
     let reason = match issue.reason {
         IssueReason::NetworkInUse => "NetworkInUse",
         IssueReason::NetworkOverlap => "NetworkOverlap",
+        IssueReason::Unsupported => "Unsupported",
+        IssueReason::LayoutFailed => "LayoutFailed",
         _ => "ForeignDevice",
     };
     Some((reason, issue.message.clone()))
@@ -268,9 +270,13 @@ pub fn attachment_status(
                     ),
                 )
             } else if let Some(i) = host.and_then(|h| {
+                // Its own issue, else one that keeps its whole mesh off the host.
+                let mine = |i: &&IssueReport| i.attachment.as_deref() == Some(name.as_str());
+                let mesh = |i: &&IssueReport| i.mesh == att.spec.mesh && i.attachment.is_none();
                 h.issues
                     .iter()
-                    .find(|i| i.attachment.as_deref() == Some(name.as_str()))
+                    .find(mine)
+                    .or_else(|| h.issues.iter().find(mesh))
             }) {
                 (false, attachment_reason(i.reason), i.message.clone())
             } else if let Some(e) = host.and_then(|h| h.error.clone()) {
@@ -309,6 +315,8 @@ fn attachment_reason(reason: IssueReason) -> &'static str {
         IssueReason::NetworkOverlap => "NetworkOverlap",
         IssueReason::RouteConflict => "RouteConflict",
         IssueReason::SharedNamespace => "SharedNamespace",
+        IssueReason::Unsupported => "Unsupported",
+        IssueReason::LayoutFailed => "LayoutFailed",
     }
 }
 

@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use crate::desired::DesiredError;
 use crate::observe::ProbeError;
 use crate::ssh::SshError;
 
@@ -23,9 +22,6 @@ pub enum HostError {
     /// The probe's output could not be read.
     #[error(transparent)]
     ProbeOutput(ProbeError),
-    /// One of the host's meshes cannot be laid out on it (its kernel lacks the encapsulation).
-    #[error(transparent)]
-    Desired(DesiredError),
     /// The apply round trip itself failed (connection lost, time limit).
     #[error(transparent)]
     ApplyRun(SshError),
@@ -59,8 +55,6 @@ pub enum FailureReason {
     AuthFailed,
     /// The probe did not run or its output was unreadable.
     ProbeFailed,
-    /// The host's kernel lacks the mesh's encapsulation.
-    Unsupported,
     /// Applying the plan failed.
     ApplyFailed,
 }
@@ -74,7 +68,6 @@ impl FailureReason {
             FailureReason::HostKeyMismatch => "host_key_mismatch",
             FailureReason::AuthFailed => "auth_failed",
             FailureReason::ProbeFailed => "probe_failed",
-            FailureReason::Unsupported => "unsupported",
             FailureReason::ApplyFailed => "apply_failed",
         }
     }
@@ -89,8 +82,6 @@ impl HostError {
             HostError::Connect(SshError::Auth { .. }) => FailureReason::AuthFailed,
             HostError::Connect(_) => FailureReason::Unreachable,
             HostError::ProbeRun(_) | HostError::ProbeOutput(_) => FailureReason::ProbeFailed,
-            HostError::Desired(DesiredError::Unsupported { .. }) => FailureReason::Unsupported,
-            HostError::Desired(_) => FailureReason::Misconfigured,
             HostError::ApplyRun(_) | HostError::Step { .. } | HostError::AfterApply(_) => {
                 FailureReason::ApplyFailed
             }

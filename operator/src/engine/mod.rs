@@ -23,7 +23,7 @@ use futures::future::join_all;
 use crate::desired::{self, MeshLayout, MeshOnHost};
 use crate::manifest::Inventory;
 use crate::observe::{parse_probe, probe_with_health, HostState};
-use crate::plan::{plan_host, Scope};
+use crate::plan::{plan_host, Issue, IssueReason, Scope};
 use crate::script::{self, apply_script};
 use crate::ssh::{Connection, Target, Timeouts};
 use crate::validate::{validate, Rejected};
@@ -99,17 +99,32 @@ struct Layouts {
     reports: Vec<MeshReport>,
 }
 
-/// Lays out every mesh of the inventory from the states observed so far.
-fn lay_out(inv: &Inventory, states: &BTreeMap<String, HostState>) -> Layouts {
+/// Lays out every mesh of the inventory from the states observed so far. A mesh with a
+/// member whose underlay address turned out not to be on it gets no layout: its tunnels would
+/// point at an address that carries nothing, so the mesh is left as it is everywhere.
+fn lay_out(
+    inv: &Inventory,
+    states: &BTreeMap<String, HostState>,
+    misplaced: &BTreeSet<String>,
+) -> Layouts {
     let mut out = Layouts::default();
     for (name, mesh) in &inv.meshes {
-        let (mtu, error) = match desired::layout(inv, name, mesh, states) {
+        let misplaced_member = mesh.spec.hosts.iter().find(|m| misplaced.contains(&m.name));
+        let laid_out = match misplaced_member {
+            Some(m) => Err(format!(
+                "host {}: its spec.underlayAddress is not an address of that host; the mesh is \
+                 left as it is on every host until that is fixed",
+                m.name
+            )),
+            None => desired::layout(inv, name, mesh, states).map_err(|e| e.to_string()),
+        };
+        let (mtu, error) = match laid_out {
             Ok(layout) => {
                 let mtu = layout.mtu;
                 out.layouts.insert(name.clone(), layout);
                 (mtu, None)
             }
-            Err(e) => (0, Some(e.to_string())),
+            Err(e) => (0, Some(e)),
         };
         out.reports.push(MeshReport {
             mesh: name.clone(),
@@ -129,6 +144,8 @@ struct HostWork {
     started: Instant,
     conn: Option<Connection>,
     state: Option<HostState>,
+    /// The host answered, but its spec.underlayAddress is not one of its addresses.
+    underlay_missing: bool,
 }
 
 /// Runs one pass. Validation failures return `Err` before any host is contacted.
@@ -160,6 +177,8 @@ pub async fn run_pass(
     // was observed, or when the observe deadline passes; each host then plans and applies as
     // soon as both its own state and the layouts are known.
     let states: std::sync::Mutex<BTreeMap<String, HostState>> = Default::default();
+    let misplaced: std::sync::Mutex<BTreeSet<String>> = Default::default();
+    let misplaced_ref = &misplaced;
     let (layout_tx, layout_rx) = tokio::sync::watch::channel::<Option<Layouts>>(None);
     let (observed_tx, mut observed_rx) = tokio::sync::mpsc::channel::<()>(hosts.len().max(1));
     let scope = &scope;
@@ -177,7 +196,8 @@ pub async fn run_pass(
             None => all.await,
         }
         let snapshot = states_ref.lock().expect("states lock").clone();
-        let _ = layout_tx.send(Some(lay_out(inv, &snapshot)));
+        let misplaced = misplaced_ref.lock().expect("misplaced lock").clone();
+        let _ = layout_tx.send(Some(lay_out(inv, &snapshot, &misplaced)));
     };
     let host_tasks = join_all(hosts.iter().map(|h| {
         let mut layout_rx = layout_rx.clone();
@@ -190,6 +210,12 @@ pub async fn run_pass(
                     .expect("states lock")
                     .insert(h.clone(), state.clone());
             }
+            if work.underlay_missing {
+                misplaced_ref
+                    .lock()
+                    .expect("misplaced lock")
+                    .insert(h.clone());
+            }
             let _ = observed_tx.send(()).await;
             let layouts = layout_rx
                 .wait_for(Option::is_some)
@@ -197,7 +223,7 @@ pub async fn run_pass(
                 .ok()
                 .and_then(|l| l.clone())
                 .unwrap_or_default();
-            converge_host(inv, &layouts.layouts, scope, opts, work, progress).await
+            converge_host(inv, &layouts, scope, opts, work, progress).await
         }
     }));
     let ((), finished) = futures::join!(coordinator, host_tasks);
@@ -279,6 +305,7 @@ async fn observe_host(
         started: Instant::now(),
         conn: None,
         state: None,
+        underlay_missing: false,
     };
     progress(host, Progress::Observing);
     let target = match target(inv, host, opts) {
@@ -319,6 +346,7 @@ async fn observe_host(
                     ));
                     tracing::warn!(host, error = %e, "host not converged");
                     work.report.fail(&e);
+                    work.underlay_missing = true;
                     work.report.round_trips = conn.round_trips();
                     conn.close().await;
                 }
@@ -336,22 +364,43 @@ async fn observe_host(
     work
 }
 
+/// What the host should look like for each of its meshes, and the meshes held as they are on
+/// it this pass (not built, not pruned), each with the issue that says why.
 fn desired_meshes(
     inv: &Inventory,
     layouts: &BTreeMap<String, MeshLayout>,
+    reports: &[MeshReport],
     host: &str,
     state: &HostState,
-) -> Result<Vec<MeshOnHost>, HostError> {
+) -> (Vec<MeshOnHost>, Vec<Issue>) {
     let mut out = Vec::new();
-    for (name, layout) in layouts {
-        let mesh = &inv.meshes[name];
-        if let Some(m) = desired::mesh_on_host(inv, name, mesh, layout, host, state)
-            .map_err(HostError::Desired)?
-        {
-            out.push(m);
+    let mut held = Vec::new();
+    for (name, mesh) in &inv.meshes {
+        if !mesh.spec.hosts.iter().any(|m| m.name == host) {
+            continue;
+        }
+        let hold = |reason, message: String| Issue {
+            mesh: name.clone(),
+            attachment: None,
+            reason,
+            message,
+        };
+        let Some(layout) = layouts.get(name) else {
+            let why = reports
+                .iter()
+                .find(|r| &r.mesh == name)
+                .and_then(|r| r.error.clone())
+                .unwrap_or_else(|| "the mesh could not be laid out".to_owned());
+            held.push(hold(IssueReason::LayoutFailed, why));
+            continue;
+        };
+        match desired::mesh_on_host(inv, name, mesh, layout, host, state) {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => {}
+            Err(e) => held.push(hold(IssueReason::Unsupported, e.to_string())),
         }
     }
-    Ok(out)
+    (out, held)
 }
 
 /// A host whose own part of the pass is over; its connection stays open until the whole
@@ -366,7 +415,7 @@ struct Finished {
 
 async fn converge_host(
     inv: &Inventory,
-    layouts: &BTreeMap<String, MeshLayout>,
+    layouts: &Layouts,
     scope: &Scope,
     opts: &PassOptions,
     mut work: HostWork,
@@ -450,7 +499,7 @@ async fn recheck_health(finished: Vec<Finished>, opts: &PassOptions) -> Vec<Host
 #[allow(clippy::too_many_arguments)]
 async fn converge_observed(
     inv: &Inventory,
-    layouts: &BTreeMap<String, MeshLayout>,
+    layouts: &Layouts,
     scope: &Scope,
     opts: &PassOptions,
     report: &mut HostReport,
@@ -459,8 +508,20 @@ async fn converge_observed(
     progress: &(dyn Fn(&str, Progress) + Sync),
 ) -> Result<(Vec<MeshOnHost>, HostState), HostError> {
     let host = report.host.clone();
-    let desired = desired_meshes(inv, layouts, &host, &state)?;
-    let plan = plan_host(&desired, &state, scope);
+    let (desired, held) = desired_meshes(inv, &layouts.layouts, &layouts.reports, &host, &state);
+    // A held mesh is out of this host's scope: neither built nor pruned, and in the way of
+    // others like any mesh this pass does not handle.
+    let mut scope = scope.clone();
+    for issue in &held {
+        scope.meshes.remove(&issue.mesh);
+    }
+    let scope = &scope;
+    let plan_with_held = |state: &HostState| {
+        let mut plan = plan_host(&desired, state, scope);
+        plan.issues.extend(held.iter().cloned());
+        plan
+    };
+    let plan = plan_with_held(&state);
     report.planned = plan.steps.iter().map(script::describe).collect();
     progress(
         &host,
@@ -501,7 +562,7 @@ async fn converge_observed(
             });
         }
         final_state = parse_probe(&outcome.after).map_err(HostError::AfterApply)?;
-        final_plan = plan_host(&desired, &final_state, scope);
+        final_plan = plan_with_held(&final_state);
     } else {
         tracing::debug!(host = %host, steps = final_plan.steps.len(), "no change applied");
         check_unprobed_peers(inv, &host, opts, conn, &desired, &mut final_state).await?;

@@ -158,6 +158,7 @@ impl Planner<'_> {
             plan: Plan::default(),
             deleted: BTreeSet::new(),
             removed_networks: BTreeSet::new(),
+            planned_attachments: self.planned_attachments,
         };
         let current_name = inner
             .map(|i| i.name.clone())
@@ -193,18 +194,21 @@ impl Planner<'_> {
                 object,
             );
         }
-        // A route through the interface of another attachment of this pass's meshes is stale
-        // (validation lets only one attachment of a container route a destination): this
-        // attachment may take it over, and that attachment's delete of it then finds it gone,
-        // which counts as done.
+        // A route through the interface of another attachment that this plan also converges
+        // is stale: that attachment's whole spec is known, and validation lets only one
+        // attachment of a container route a destination. This attachment may take it over
+        // (the other's delete of it then finds it gone, which counts as done) — but never the
+        // connected route of that interface, and never a route of an attachment this pass does
+        // not know (applied from other files): that one is a conflict.
         let stale_of_other = |r: &RouteEntry| {
             let dev = inner_links
                 .iter()
                 .find(|l| Some(l.name.as_str()) == r.dev.as_deref());
-            dev.and_then(|l| self.marker_of(l)).is_some_and(|mk| {
-                matches!(mk.role, Role::Attach(_))
-                    && mk != inner_marker
-                    && self.scope.meshes.contains(&mk.mesh)
+            dev.is_some_and(|l| {
+                !r.is_connected_of(l)
+                    && self.marker_of(l).is_some_and(|mk| {
+                        mk != inner_marker && self.planned_attachments.contains(&mk)
+                    })
             })
         };
         let route_steps = plan_routes(a, routes, observed, kept, &stale_of_other);

@@ -257,7 +257,8 @@ impl Planner<'_> {
         if holder.is_gremesh() {
             format!(
                 "container {container} already has an interface {}: {holder}; remove that \
-                 attachment first or set spec.interface to another name",
+                 attachment first (delete it, or `gremesh apply --prune` without it) or set \
+                 spec.interface to another name",
                 link.name
             )
         } else {

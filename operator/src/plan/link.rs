@@ -93,5 +93,37 @@ impl Planner<'_> {
                 object,
             );
         }
+        // An address that stays keeps its connected route only if nobody deleted it: the
+        // kernel makes that route when the address is added (or the link comes up), not later.
+        let Some(link) = existing.filter(|l| l.up) else {
+            return;
+        };
+        let routes = match &ns {
+            Namespace::Host => Some(&self.state.routes),
+            Namespace::Container { id, .. } => self.state.container_routes.get(id.as_str()),
+        };
+        let Some(routes) = routes else {
+            return;
+        };
+        for address in want
+            .iter()
+            .filter(|a| have.contains(a) && a.prefix_len() < 32)
+        {
+            let connected = routes.iter().any(|r| {
+                r.dev.as_deref() == Some(link.name.as_str())
+                    && r.gateway.is_none()
+                    && r.destination() == Some(address.trunc())
+            });
+            if !connected {
+                self.push(
+                    ns.clone(),
+                    Action::AddConnectedRoute {
+                        dev: dev.clone(),
+                        address: *address,
+                    },
+                    object,
+                );
+            }
+        }
     }
 }

@@ -158,6 +158,9 @@ pub enum Action {
     AddAddress { dev: IfName, address: Ipv4Net },
     /// Remove an IPv4 address.
     DelAddress { dev: IfName, address: Ipv4Net },
+    /// Put back the connected route of an address (deleted by hand, or replaced by a route
+    /// through a next hop): the kernel adds it only when the address is added.
+    AddConnectedRoute { dev: IfName, address: Ipv4Net },
     /// Add a VXLAN flood entry towards a peer.
     AddFlood { dev: IfName, dst: Ipv4Addr },
     /// Remove a VXLAN flood entry.
@@ -219,6 +222,11 @@ pub enum IssueReason {
     RouteConflict,
     /// The container's network namespace is the host's or another container's.
     SharedNamespace,
+    /// The host's kernel lacks the mesh's encapsulation; the mesh is left as it is there.
+    Unsupported,
+    /// The mesh could not be laid out (a member's underlay address is not on it, no room for
+    /// the hosts' subnets); it is left as it is on every host.
+    LayoutFailed,
 }
 
 impl fmt::Display for IssueReason {
@@ -232,6 +240,8 @@ impl fmt::Display for IssueReason {
             IssueReason::NetworkOverlap => "NetworkOverlap",
             IssueReason::RouteConflict => "RouteConflict",
             IssueReason::SharedNamespace => "SharedNamespace",
+            IssueReason::Unsupported => "Unsupported",
+            IssueReason::LayoutFailed => "LayoutFailed",
         })
     }
 }
@@ -273,16 +283,28 @@ struct Planner<'a> {
     deleted: BTreeSet<String>,
     /// Docker networks removed by the prune phase.
     removed_networks: BTreeSet<String>,
+    /// The container-side markers of every attachment this plan converges: its whole spec is
+    /// known to this pass.
+    planned_attachments: &'a BTreeSet<Marker>,
 }
 
 /// Plans one host. Pure.
 pub fn plan_host(desired: &[MeshOnHost], state: &HostState, scope: &Scope) -> Plan {
+    let planned_attachments: BTreeSet<Marker> = desired
+        .iter()
+        .flat_map(|m| {
+            m.attachments
+                .iter()
+                .map(|a| m.marker(Role::Attach(a.name.clone())))
+        })
+        .collect();
     let mut p = Planner {
         state,
         scope,
         plan: Plan::default(),
         deleted: BTreeSet::new(),
         removed_networks: BTreeSet::new(),
+        planned_attachments: &planned_attachments,
     };
     p.prune(desired, scope);
     for mesh in desired {

@@ -208,6 +208,32 @@ fn check_attachment_fields(
                 format!("{} has host bits set", route.to),
             );
         }
+        // The mesh networks of the container's attachments are on-link through their own
+        // interfaces: a route into one of them would replace that connected route.
+        let attached_networks = inv
+            .attachments
+            .values()
+            .filter(|o| o.spec.host == spec.host && o.spec.container == spec.container)
+            .filter_map(|o| {
+                inv.meshes
+                    .get(&o.spec.mesh)
+                    .map(|m| (&o.spec.mesh, m.spec.network))
+            });
+        for (other_mesh, other_network) in attached_networks {
+            if other_network.contains(&route.to.trunc()) {
+                c.push(
+                    K,
+                    name,
+                    format!("spec.routes[{i}].to"),
+                    format!(
+                        "{} lies in the network {other_network} of mesh {other_mesh}, which the \
+                         container reaches on-link already",
+                        route.to
+                    ),
+                );
+                break;
+            }
+        }
         if let Some(via) = route.via {
             if !network.contains(&via) {
                 c.push(

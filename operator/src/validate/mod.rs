@@ -321,6 +321,19 @@ spec: {mesh: m1, host: host-a, container: web-a, address: 10.10.1.10}
     }
 
     #[test]
+    fn routes_into_a_mesh_network_of_the_container_are_rejected() {
+        let errs = errors(&attachment(
+            "web-b",
+            "{mesh: m1, host: host-b, container: web-b, address: 10.10.2.10, \
+             routes: [{to: 10.10.0.0/16, via: 10.10.2.20}, {to: 10.10.7.0/24}, {to: 0.0.0.0/0}]}",
+        ));
+        let routes: Vec<&String> = errs.iter().filter(|e| e.contains("spec.routes")).collect();
+        assert_eq!(routes.len(), 2, "{errs:?}");
+        assert!(routes[0].contains("spec.routes[0].to: 10.10.0.0/16 lies in the network"));
+        assert!(routes[1].contains("spec.routes[1].to"), "{routes:?}");
+    }
+
+    #[test]
     fn kernel_reserved_interface_names_are_rejected() {
         for reserved in ["all", "default"] {
             let errs = errors(&attachment(

@@ -37,6 +37,45 @@ fn only_issue(plan: &Plan) -> &Issue {
 // --- routes inside containers -----------------------------------------------------------------
 
 #[test]
+fn connected_routes_deleted_by_hand_are_put_back() {
+    let state = base_state(&isolated(&[true]));
+    let mut sim = sim_of(state);
+    let desired = desired_for(&[Spec::vxlan(42, vec![(0, 10, 1)])], &sim.state);
+    converge(&mut sim, &desired, &scope(1));
+    // Drift: both connected routes of the mesh network gone (bridge and container eth1).
+    let mut drifted = sim.state.clone();
+    let mesh_net = |r: &RouteEntry| r.dst == "10.10.0.0/16" && r.gateway.is_none();
+    drifted.routes.retain(|r| !mesh_net(r));
+    for routes in drifted.container_routes.values_mut() {
+        routes.retain(|r| !mesh_net(r));
+    }
+    let plan = plan_host(&desired, &drifted, &scope(1));
+    let put_back: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::AddConnectedRoute { .. }))
+        .map(script::describe)
+        .collect();
+    assert_eq!(put_back.len(), 2, "{:#?}", plan.steps);
+    assert!(
+        put_back
+            .iter()
+            .all(|d| d.contains("ip route replace 10.10.0.0/16 dev ")
+                && d.contains("proto kernel scope link src 10.10.")),
+        "{put_back:#?}"
+    );
+    assert_eq!(
+        plan.steps.len(),
+        2 + 1,
+        "only the routes (and the container check): {:#?}",
+        plan.steps
+    );
+    let mut sim = sim_of(drifted);
+    apply_all(&mut sim, &plan);
+    assert!(plan_host(&desired, &sim.state, &scope(1)).steps.is_empty());
+}
+
+#[test]
 fn attachment_route_does_not_replace_dockers_default_route() {
     let state = base_state(&[("c0".into(), true, Net::Docker)]);
     let routes_before = state.container_routes.values().next().unwrap().clone();
@@ -270,7 +309,8 @@ fn container_interface_of_another_mesh_is_named_as_gremesh_s() {
     assert_eq!(
         issue.message,
         "container c0 already has an interface eth1: mesh blue's interface of attachment blue-c0 \
-         eth1; remove that attachment first or set spec.interface to another name"
+         eth1; remove that attachment first (delete it, or `gremesh apply --prune` without it) \
+         or set spec.interface to another name"
     );
     assert!(plan.steps.iter().all(|s| s.ns == Namespace::Host));
 }

@@ -310,6 +310,21 @@ impl Sim {
                 l.isolated = Some(*on);
             }
             Action::SetStp { name, on } => self.link_mut(ns, name.as_str())?.stp = Some(*on),
+            Action::AddConnectedRoute { dev, address } => {
+                let up = self.link_mut(ns, dev.as_str())?.up;
+                if !up {
+                    return Err("Nexthop device is not up".into());
+                }
+                let route = RouteEntry {
+                    dst: route_dst(address.trunc()),
+                    gateway: None,
+                    dev: Some(dev.to_string()),
+                    protocol: Some("kernel".into()),
+                };
+                let routes = self.routes_mut(ns);
+                routes.retain(|r| r.dst != route.dst);
+                routes.push(route);
+            }
             Action::AddAddress { dev, address } => {
                 let l = self.link_mut(ns, dev.as_str())?;
                 if l.addrs.contains(address) {
