@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use gremesh::cli::output::{summary, ProgressView};
-use gremesh::cli::{Cli, Command, DeleteArgs, GraphArgs, OutputFormat, PassArgs};
+use gremesh::cli::{Cli, Command, DeleteArgs, GraphArgs, HostAccess, OutputFormat, PassArgs};
 use gremesh::controller::{LeaseSettings, Settings};
 use gremesh::engine::{run_pass, PassOptions};
 use gremesh::manifest::Inventory;
@@ -95,6 +95,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The SSH time limits given on the command line.
+fn timeouts(access: &HostAccess) -> Timeouts {
+    Timeouts {
+        connect: access.connect_timeout,
+        command: access.command_timeout,
+    }
+}
+
 /// The private key given with `--identity`, if any (used for every host instead of Secrets).
 fn read_identity(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>> {
     path.map(|p| {
@@ -139,11 +147,8 @@ async fn pass(args: PassArgs, apply: bool) -> anyhow::Result<ExitCode> {
     let opts = PassOptions {
         apply,
         prune_attachments: args.prune,
-        timeouts: Timeouts {
-            connect: args.connect_timeout,
-            command: args.command_timeout,
-        },
-        identity_override: read_identity(args.identity.as_deref())?,
+        timeouts: timeouts(&args.access),
+        identity_override: read_identity(args.access.identity.as_deref())?,
         // Hosts in no mesh too: a host taken out of a mesh gets that mesh's devices removed.
         extra_hosts: inventory.hosts.keys().cloned().collect(),
         ..PassOptions::default()
@@ -169,11 +174,8 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let opts = PassOptions {
         apply: !args.dry_run,
         prune_attachments: true,
-        timeouts: Timeouts {
-            connect: args.connect_timeout,
-            command: args.command_timeout,
-        },
-        identity_override: read_identity(args.identity.as_deref())?,
+        timeouts: timeouts(&args.access),
+        identity_override: read_identity(args.access.identity.as_deref())?,
         scope: Some(meshes),
         extra_hosts: inventory.hosts.keys().cloned().collect(),
         ..PassOptions::default()

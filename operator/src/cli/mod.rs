@@ -109,15 +109,23 @@ pub struct PassArgs {
     /// ContainerAttachment, Secret).
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
-    /// Private key file to use for every host instead of the referenced Secrets.
-    #[arg(short = 'i', long)]
-    pub identity: Option<PathBuf>,
     /// Also remove attachments of the given meshes that the manifests no longer list.
     #[arg(long)]
     pub prune: bool,
     /// Output format of the summary.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// How to reach the hosts.
+    #[command(flatten)]
+    pub access: HostAccess,
+}
+
+/// How a pass from files reaches the hosts: the key, and SSH time limits.
+#[derive(Debug, Args)]
+pub struct HostAccess {
+    /// Private key file to use for every host instead of the referenced Secrets.
+    #[arg(short = 'i', long)]
+    pub identity: Option<PathBuf>,
     /// SSH connect timeout.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
@@ -138,18 +146,12 @@ pub struct DeleteArgs {
     /// Show the steps that would remove them; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Private key file to use for every host instead of the referenced Secrets.
-    #[arg(short = 'i', long)]
-    pub identity: Option<PathBuf>,
     /// Output format of the summary.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// SSH connect timeout.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub connect_timeout: Duration,
-    /// Time limit for one remote script (probe or apply).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
-    pub command_timeout: Duration,
+    /// How to reach the hosts.
+    #[command(flatten)]
+    pub access: HostAccess,
 }
 
 /// Summary formats.

@@ -114,15 +114,7 @@ fn check_attachment_fields(
 ) {
     const K: &str = "ContainerAttachment";
     let spec = &att.spec;
-    let name_re = c.name_re.clone();
-    c.pattern(
-        K,
-        name,
-        "metadata.name",
-        name,
-        &name_re,
-        "a lowercase RFC 1123 name",
-    );
+    c.object_name(K, name);
     let re = c.container_re.clone();
     c.pattern(
         K,

@@ -13,15 +13,7 @@ use super::{printable, Checker, Rejected};
 pub(super) fn check_host(c: &mut Checker, name: &str, host: &DockerHost) {
     const K: &str = "DockerHost";
     let spec = &host.spec;
-    let name_re = c.name_re.clone();
-    c.pattern(
-        K,
-        name,
-        "metadata.name",
-        name,
-        &name_re,
-        "a lowercase RFC 1123 name",
-    );
+    c.object_name(K, name);
     let re = c.address_re.clone();
     c.pattern(
         K,

@@ -18,15 +18,7 @@ use super::{printable, Checker};
 pub(super) fn check_mesh(c: &mut Checker, inv: &Inventory, name: &str, mesh: &GreMesh) {
     const K: &str = "GreMesh";
     let spec = &mesh.spec;
-    let name_re = c.name_re.clone();
-    c.pattern(
-        K,
-        name,
-        "metadata.name",
-        name,
-        &name_re,
-        "a lowercase RFC 1123 name",
-    );
+    c.object_name(K, name);
     if spec.hosts.is_empty() {
         c.push(K, name, "spec.hosts", "a mesh needs at least one host");
     }

@@ -99,6 +99,19 @@ impl Checker {
         });
     }
 
+    /// Checks an object's own name (`metadata.name`).
+    fn object_name(&mut self, kind: &'static str, name: &str) {
+        let name_re = self.name_re.clone();
+        self.pattern(
+            kind,
+            name,
+            "metadata.name",
+            name,
+            &name_re,
+            "a lowercase RFC 1123 name",
+        );
+    }
+
     /// `Err` with every error recorded, if there is one.
     fn into_result(self) -> Result<(), Rejected> {
         if self.errors.is_empty() {
